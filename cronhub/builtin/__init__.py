@@ -1,0 +1,1 @@
+"""Built-in plugins: ordinary modules of ``@cronhub.hookimpl`` functions, one per concern."""

@@ -1,0 +1,88 @@
+"""``RunContext``: what a job function receives, and the capture of what it logs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cronhub.jobs import Job
+    from cronhub.runs import Run
+
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class LogCapture(logging.Handler):
+    """Collects the records of one run's logger as text (the run's ``log``)."""
+
+    def __init__(self, limit: int = 256 * 1024) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(_FORMAT))
+        self._buffer = io.StringIO()
+        self._limit = limit
+        self._truncated = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a bad format string in the job's call must not fail the run
+            text = f"{record.levelname} {record.msg!r} {record.args!r}"
+        if self._buffer.tell() + len(text) > self._limit:
+            if not self._truncated:
+                self._buffer.write("... log truncated\n")
+                self._truncated = True
+            return
+        self._buffer.write(text + "\n")
+
+    def text(self) -> str:
+        """Everything captured so far."""
+        return self._buffer.getvalue()
+
+
+def run_logger(job_name: str, run_id: int | str) -> tuple[logging.Logger, LogCapture]:
+    """A logger for one run (``cronhub.job.<name>``'s child) and the handler capturing it.
+
+    Records also propagate to the application's logging, so a worker's console shows them.
+    """
+    logger = logging.getLogger(f"cronhub.job.{job_name}.{run_id}")
+    logger.setLevel(logging.DEBUG)
+    capture = LogCapture()
+    logger.addHandler(capture)
+    return logger, capture
+
+
+def release_logger(logger: logging.Logger, capture: LogCapture) -> None:
+    """Detach the capture and forget the per-run logger (no leak over millions of runs)."""
+    logger.removeHandler(capture)
+    logging.Logger.manager.loggerDict.pop(logger.name, None)
+
+
+@dataclass
+class RunContext:
+    """What a job function may take as its one argument.
+
+    ``ctx.cancelled`` turns true when the run should stop (a timeout in a thread, a lost
+    lease, a cancel from the dashboard, shutdown): a long thread job should check it.
+    """
+
+    job: Job
+    run: Run
+    log: logging.Logger
+    #: The nominal slot in UTC, or ``None`` for a manual run.
+    scheduled_for: datetime | None
+    attempt: int
+    params: dict[str, Any] = field(default_factory=dict)
+    _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """``True`` once the run was asked to stop."""
+        return self._cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Ask the job to stop (sets :attr:`cancelled`)."""
+        self._cancel_event.set()

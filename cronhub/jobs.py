@@ -1,0 +1,320 @@
+"""``Job`` and the ``@cronhub.job`` decorator, with option validation that names the job."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from cronhub.errors import JobDefinitionError, ScheduleError
+from cronhub.runs import Overlap
+from cronhub.schedules import (
+    AtSchedule,
+    CronSchedule,
+    EverySchedule,
+    Schedule,
+    get_zone,
+    parse_duration,
+)
+
+CatchUp = Literal["latest", "all", "none"]
+CATCH_UP_POLICIES: tuple[str, ...] = ("latest", "all", "none")
+BUILTIN_EXECUTORS: tuple[str, ...] = ("async", "thread", "process")
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """A scheduled job: a function, its schedule and its options. Immutable; see ``replace``.
+
+    Calling a ``Job`` calls its function, so decorated functions stay testable.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    schedule: Schedule
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    start: datetime | None = None
+    end: datetime | None = None
+    jitter: float = 0.0
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 10.0
+    backoff: float = 2.0
+    overlap: Overlap = Overlap.SKIP
+    catch_up: str = "latest"
+    misfire_grace: float = 60.0
+    catch_up_limit: int = 100
+    catch_up_window: float = 86400.0
+    executor: str = "thread"
+    run_on_startup: bool = False
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    #: Where the job came from: an entry point's name, ``app``, or a plugin's name.
+    plugin: str = "app"
+    #: Whether ``func`` takes a ``RunContext`` argument.
+    takes_context: bool = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    @property
+    def kind(self) -> str:
+        """``cron``, ``every`` or ``at``."""
+        return self.schedule.kind
+
+    def replace(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied (validated like the original options)."""
+        return dataclasses.replace(self, **changes)
+
+    def next_run(self, after: datetime) -> datetime | None:
+        """The first slot strictly after ``after`` inside the ``start``/``end`` window."""
+        if self.start is not None and after < self.start:
+            after = self.start - timedelta(microseconds=1)
+        slot = self.schedule.next_after(after)
+        if slot is None or (self.end is not None and slot > self.end):
+            return None
+        return slot
+
+    def retry_delay_for(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
+        return self.retry_delay * (self.backoff ** max(0, attempt - 1))
+
+    def options(self) -> dict[str, Any]:
+        """The job's options as JSON values (for ``list --json`` and the API)."""
+        return {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "backoff": self.backoff,
+            "timeout": self.timeout,
+            "overlap": str(self.overlap),
+            "catch_up": self.catch_up,
+            "misfire_grace": self.misfire_grace,
+            "catch_up_limit": self.catch_up_limit,
+            "catch_up_window": self.catch_up_window,
+            "jitter": self.jitter,
+            "executor": self.executor,
+            "run_on_startup": self.run_on_startup,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+
+def job(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    cron: str | Sequence[str] | None = None,
+    every: float | timedelta | str | None = None,
+    at: datetime | str | None = None,
+    tz: str | ZoneInfo | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    jitter: float | timedelta | str = 0,
+    timeout: float | timedelta | str | None = None,
+    retries: int = 0,
+    retry_delay: float | timedelta | str = 10,
+    backoff: float = 2.0,
+    overlap: str = "skip",
+    catch_up: str = "latest",
+    misfire_grace: float | timedelta | str = 60,
+    catch_up_limit: int = 100,
+    catch_up_window: float | timedelta | str = "24h",
+    executor: str | None = None,
+    run_on_startup: bool = False,
+    tags: Sequence[str] = (),
+    description: str | None = None,
+) -> Any:
+    """Declare a scheduled job. Exactly one of ``cron``, ``every`` and ``at`` is required.
+
+    Usable as ``@cronhub.job(cron="0 2 * * *")`` over a function, or called as
+    ``cronhub.job(func, every="5m")``. Every option is validated here: a bad one raises
+    :class:`~cronhub.errors.JobDefinitionError` naming the job, the option and the value.
+    Returns the :class:`Job` (callable like the function).
+    """
+    options = {k: v for k, v in locals().items() if k != "func"}
+
+    def decorate(function: Callable[..., Any]) -> Job:
+        return make_job(function, **options)
+
+    return decorate(func) if func is not None else decorate
+
+
+def make_job(func: Callable[..., Any], **options: Any) -> Job:
+    """Build and validate a :class:`Job` from the options of :func:`job`."""
+    if not callable(func):
+        raise JobDefinitionError(repr(func), None, func, "a job must be a function")
+    name = options.get("name") or f"{func.__module__}.{func.__qualname__}"
+    if not isinstance(name, str) or not name.strip():
+        raise JobDefinitionError(str(name), "name", name, "must be a non-empty string")
+    check = _Checker(name)
+    takes_context = check.signature(func)
+    tz = check.zone(options.get("tz"))
+    start = check.instant("start", options.get("start"), tz)
+    end = check.instant("end", options.get("end"), tz)
+    if start and end and end <= start:
+        raise JobDefinitionError(name, "end", end.isoformat(), "must be after start")
+    schedule = check.schedule(options, tz, start)
+    timeout = options.get("timeout")
+    overlap = check.choice("overlap", options.get("overlap", "skip"), [o.value for o in Overlap])
+    executor = options.get("executor") or _default_executor(func)
+    if not isinstance(executor, str) or not executor:
+        raise JobDefinitionError(name, "executor", executor, "must be an executor name")
+    if executor == "process" and "<locals>" in getattr(func, "__qualname__", ""):
+        raise JobDefinitionError(
+            name, "executor", executor, "a process job must be a module-level function"
+        )
+    if executor != "async" and inspect.iscoroutinefunction(func):
+        raise JobDefinitionError(
+            name, "executor", executor, "an async def job runs with executor='async'"
+        )
+    tags = options.get("tags") or ()
+    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+        raise JobDefinitionError(name, "tags", tags, "must be a list of strings")
+    description = options.get("description")
+    if description is None:
+        description = (inspect.getdoc(func) or "").strip().split("\n", 1)[0]
+    interval = getattr(schedule, "interval", None)
+    jitter = check.seconds("jitter", options.get("jitter", 0), allow_zero=True)
+    if interval is not None and jitter and jitter >= interval.total_seconds():
+        raise JobDefinitionError(
+            name, "jitter", options.get("jitter"), "must be shorter than the interval"
+        )
+    return Job(
+        name=name,
+        func=func,
+        schedule=schedule,
+        tz=tz,
+        start=start,
+        end=end,
+        jitter=jitter,
+        timeout=None if timeout is None else check.seconds("timeout", timeout),
+        retries=check.count("retries", options.get("retries", 0)),
+        retry_delay=check.seconds("retry_delay", options.get("retry_delay", 10), allow_zero=True),
+        backoff=check.number("backoff", options.get("backoff", 2.0), minimum=1.0),
+        overlap=Overlap(overlap),
+        catch_up=check.choice("catch_up", options.get("catch_up", "latest"), CATCH_UP_POLICIES),
+        misfire_grace=check.seconds(
+            "misfire_grace", options.get("misfire_grace", 60), allow_zero=True
+        ),
+        catch_up_limit=check.count("catch_up_limit", options.get("catch_up_limit", 100)),
+        catch_up_window=check.seconds("catch_up_window", options.get("catch_up_window", "24h")),
+        executor=executor,
+        run_on_startup=check.flag("run_on_startup", options.get("run_on_startup", False)),
+        tags=tuple(tags),
+        description=str(description),
+        takes_context=takes_context,
+    )
+
+
+def _default_executor(func: Callable[..., Any]) -> str:
+    return "async" if inspect.iscoroutinefunction(func) else "thread"
+
+
+class _Checker:
+    """Validates options of one job; every error names the job, the option and the value."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+
+    def fail(self, option: str, value: Any, reason: str) -> JobDefinitionError:
+        return JobDefinitionError(self.job, option, value, reason)
+
+    def signature(self, func: Callable[..., Any]) -> bool:
+        try:
+            params = list(inspect.signature(func).parameters.values())
+        except (TypeError, ValueError):
+            return False
+        required = [
+            p
+            for p in params
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
+            names = ", ".join(p.name for p in required)
+            raise JobDefinitionError(
+                self.job,
+                None,
+                None,
+                f"a job function takes no argument or one RunContext, not ({names})",
+            )
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return bool(positional)
+
+    def zone(self, value: Any) -> ZoneInfo:
+        try:
+            return get_zone(value)
+        except ScheduleError as exc:
+            raise self.fail("tz", value, exc.reason) from exc
+
+    def instant(self, option: str, value: Any, tz: ZoneInfo) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise self.fail(option, value, "is not an ISO 8601 date and time") from exc
+        if not isinstance(value, datetime):
+            raise self.fail(option, value, "must be a datetime or an ISO 8601 string")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=tz)
+        return value.astimezone(UTC)
+
+    def schedule(self, options: dict[str, Any], tz: ZoneInfo, start: datetime | None) -> Schedule:
+        given = [k for k in ("cron", "every", "at") if options.get(k) is not None]
+        if len(given) != 1:
+            detail = ", ".join(given) if given else "none"
+            raise JobDefinitionError(
+                self.job,
+                None,
+                None,
+                f"exactly one of cron, every, at is required (given: {detail})",
+            )
+        kind = given[0]
+        value = options[kind]
+        try:
+            if kind == "cron":
+                if not isinstance(value, str) and not (
+                    isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)
+                ):
+                    raise self.fail("cron", value, "must be an expression or a list of them")
+                return CronSchedule(value, tz)
+            if kind == "every":
+                return EverySchedule(value, anchor=start)
+            return AtSchedule(value, tz=tz)
+        except ScheduleError as exc:
+            raise self.fail(kind, value, exc.reason) from exc
+
+    def seconds(self, option: str, value: Any, *, allow_zero: bool = False) -> float:
+        if isinstance(value, bool):
+            raise self.fail(option, value, "must be seconds or a duration like '90s'")
+        if allow_zero and isinstance(value, int | float) and value == 0:
+            return 0.0
+        try:
+            return parse_duration(value, what=option).total_seconds()
+        except ScheduleError as exc:
+            raise self.fail(option, value, exc.reason) from exc
+
+    def count(self, option: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(option, value, "must be a whole number >= 0")
+        return value
+
+    def number(self, option: str, value: Any, *, minimum: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self.fail(option, value, f"must be a number >= {minimum}")
+        return float(value)
+
+    def flag(self, option: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(option, value, "must be True or False")
+        return value
+
+    def choice(self, option: str, value: Any, choices: Sequence[str]) -> str:
+        if value not in choices:
+            raise self.fail(option, value, f"must be one of {', '.join(choices)}")
+        return str(value)
