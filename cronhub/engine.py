@@ -1,0 +1,445 @@
+"""The scheduler loop: a heap of next fire times and one timer; claim, run, record.
+
+The loop sleeps until the earliest of: the next due slot, the next housekeeping round
+(queued runs, leases, the reaper, retention), or a wake-up (run-now, pause, resume, stop).
+It never polls every second. All storage calls run in a small thread pool and are retried
+on failure; exactly-once is decided by the storage's unique slot key, never by this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cronhub.alerting import AlertRouter
+from cronhub.catchup import plan_late_slots
+from cronhub.errors import HookError, JobDefinitionError
+from cronhub.runner import RunManager
+from cronhub.runs import Alert, ClaimOutcome, ClaimRequest, Completion, Run, RunStatus, Trigger
+from cronhub.schedules import jitter_delay
+
+if TYPE_CHECKING:
+    from cronhub.executors import Executor
+    from cronhub.hub import Hub
+    from cronhub.jobs import Job
+    from cronhub.locking import Lock
+
+log = logging.getLogger("cronhub.engine")
+T = TypeVar("T")
+
+#: Most slots claimed in one storage transaction.
+CLAIM_BATCH = 500
+#: Slots of ``run_on_startup`` use this schedule id, so they never collide with a cron slot.
+STARTUP_SCHEDULE = "@startup"
+
+
+class Engine:
+    """Runs a hub's jobs on time, once per slot across every instance sharing its storage.
+
+    :param hub: The hub (jobs, storage, plugins, clock, settings).
+    :param instance: This instance's name; default ``hub.instance_id``.
+    """
+
+    def __init__(self, hub: Hub, *, instance: str | None = None) -> None:
+        settings = hub.settings
+        self.hub = hub
+        self.clock = hub.clock
+        self.pm = hub.plugin_manager
+        self.instance = instance or hub.instance_id
+        self.lease_ttl = float(settings.get("lease_ttl"))
+        self.heartbeat_interval = float(settings.get("heartbeat_interval"))
+        self.reaper_interval = float(settings.get("reaper_interval"))
+        self.shutdown_grace = float(settings.get("shutdown_grace"))
+        self.retention = timedelta(days=float(settings.get("retention_days")))
+        self.jobs: dict[str, Job] = {}
+        self.executors: dict[str, Executor] = {}
+        self.lock: Lock | None = None
+        self._heap: list[tuple[datetime, datetime, str]] = []
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="cronhub-storage")
+        self._wakeup: asyncio.Event | None = None
+        self._stopping = False
+        self._started = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._next_housekeeping: datetime | None = None
+        self._next_purge: datetime | None = None
+        self._retry_claims_at: datetime | None = None
+        #: Time of the loop's last iteration (``/healthz`` checks it is recent).
+        self.last_tick: float | None = None
+        self.runs = RunManager(self)
+        self.alerts = AlertRouter()
+
+    # -- storage access ------------------------------------------------------------------
+    async def io(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Call a blocking storage function in the storage thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+    async def io_retry(
+        self, what: str, fn: Callable[..., T], /, *args: Any, attempts: int = 5, **kwargs: Any
+    ) -> T:
+        """:meth:`io` retried with backoff; the last failure is raised."""
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.io(fn, *args, **kwargs)
+            except Exception as exc:
+                if attempt == attempts or (self._stopping and what != "finish"):
+                    raise
+                log.warning("storage %s failed (attempt %d): %s; retrying", what, attempt, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open storage, collect jobs, call ``cronhub_startup`` and start the loop."""
+        if self._started:
+            return
+        self._wakeup = asyncio.Event()
+        await self.io(lambda: self.hub.storage)
+        self.jobs = dict(self.hub.jobs)
+        self.lock = self.pm.call_provider("cronhub_lock", hub=self.hub)
+        if self.lock is None:
+            raise HookError("cronhub_lock", None, RuntimeError("no lock provider answered"))
+        for job in self.jobs.values():
+            executor = self.pm.call_provider("cronhub_executor", job=job)
+            if executor is None:
+                raise JobDefinitionError(
+                    job.name, "executor", job.executor, "no plugin provides this executor"
+                )
+            self.executors[job.name] = executor
+        await self.pm.call_each("cronhub_startup", hub=self.hub)
+        await self._seed_heap()
+        self._started = True
+        self._loop_task = asyncio.create_task(self._loop(), name="cronhub-engine")
+        self.runs.start()
+        log.info(
+            "scheduler started: instance %s, %d job(s), storage %s",
+            self.instance,
+            len(self.jobs),
+            self.hub.storage.url,
+        )
+
+    async def _seed_heap(self) -> None:
+        now = self.clock.now()
+        states = await self.io_retry("job states", self.hub.storage.job_states, list(self.jobs))
+        startup: list[ClaimRequest] = []
+        for job in self.jobs.values():
+            state = states.get(job.name)
+            if state is not None and state.last_run is not None:
+                self.alerts.seed(job.name, state.last_run.status)
+            # Resume after the high-water mark: the loop finds late slots and catches up.
+            after = state.high_water if state and state.high_water else now
+            self._push_next(job, after)
+            if job.run_on_startup:
+                minute = now.replace(second=0, microsecond=0)
+                startup.append(
+                    ClaimRequest(
+                        job=job.name,
+                        scheduled_for=minute,
+                        trigger=Trigger.STARTUP,
+                        schedule_id=STARTUP_SCHEDULE,
+                        overlap=job.overlap,
+                    )
+                )
+        if startup:
+            await self._claim(startup)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let running jobs finish within ``grace`` seconds, cancel the rest."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        self._wake()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.runs.shutdown(self.shutdown_grace if grace is None else grace)
+        await self.pm.call_each("cronhub_shutdown", hub=self.hub)
+        self._pool.shutdown(wait=True)
+        self._started = False
+        log.info("scheduler stopped: instance %s", self.instance)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start, run until ``stop`` is set, then stop gracefully."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    @property
+    def running(self) -> bool:
+        """``True`` while the loop is alive."""
+        return bool(self._loop_task and not self._loop_task.done())
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _push_next(self, job: Job, after: datetime) -> None:
+        slot = job.next_run(after)
+        if slot is None:
+            return
+        due = slot
+        if job.jitter:
+            interval = getattr(job.schedule, "interval", None)
+            due = slot + timedelta(seconds=jitter_delay(job.name, slot, job.jitter, interval))
+        heapq.heappush(self._heap, (due, slot, job.name))
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        while not self._stopping:
+            self.last_tick = self.clock.monotonic()
+            now = self.clock.now()
+            try:
+                await self._fire_due(now)
+                if self._next_housekeeping is None or now >= self._next_housekeeping:
+                    await self._housekeeping(now)
+            except Exception:
+                # Nothing a job or a storage fault does may end the loop.
+                log.exception("scheduler iteration failed; continuing")
+                await asyncio.sleep(0.5)
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        assert self._wakeup is not None
+        now = self.clock.now()
+        deadlines = [d for d in (self._next_housekeeping, self._retry_claims_at) if d]
+        if self._heap:
+            deadlines.append(self._heap[0][0])
+        longest = float(getattr(self.clock, "max_sleep", 60.0))
+        delay = (
+            max(0.0, min((d - now).total_seconds() for d in deadlines)) if deadlines else longest
+        )
+        self._wakeup.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(min(delay, longest)))
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+
+    async def _fire_due(self, now: datetime) -> None:
+        if self._retry_claims_at and now < self._retry_claims_at:
+            return
+        due: list[tuple[datetime, datetime, str]] = []
+        while self._heap and self._heap[0][0] <= now and len(due) < CLAIM_BATCH:
+            due.append(heapq.heappop(self._heap))
+        if not due:
+            return
+        requests: list[ClaimRequest] = []
+        for due_at, slot, name in due:
+            job = self.jobs[name]
+            if (now - due_at).total_seconds() > job.misfire_grace:
+                plan = plan_late_slots(job, slot - timedelta(microseconds=1), now)
+                requests.extend(plan.requests)
+                self._push_next(job, max(now, plan.newest or slot))
+                if plan.missed:
+                    log.warning("job %s: %d slot(s) missed", name, plan.missed)
+            else:
+                requests.append(
+                    ClaimRequest(
+                        job=name, scheduled_for=slot, trigger=Trigger.SCHEDULE, overlap=job.overlap
+                    )
+                )
+                self._push_next(job, slot)
+        try:
+            await self._claim(requests)
+        except Exception as exc:
+            # Put the slots back: they are claimed when storage answers again, or found late
+            # and caught up. Exactly-once does not depend on this process remembering them.
+            log.error("cannot claim %d slot(s): %s; retrying", len(requests), exc)
+            for entry in due:
+                heapq.heappush(self._heap, entry)
+            self._drop_pushed_after(due)
+            self._retry_claims_at = now + timedelta(seconds=1)
+            return
+        self._retry_claims_at = None
+        if self._heap and self._heap[0][0] <= self.clock.now():
+            self._wake()  # more than one batch was due
+
+    def _drop_pushed_after(self, due: Sequence[tuple[datetime, datetime, str]]) -> None:
+        # The next slots pushed for these jobs were pushed too early: remove them so that
+        # each job has one entry again (the re-pushed due one).
+        names = {name for _, _, name in due}
+        kept: dict[str, tuple[datetime, datetime, str]] = {}
+        rest = []
+        for entry in self._heap:
+            if entry[2] in names:
+                current = kept.get(entry[2])
+                if current is None or entry < current:
+                    kept[entry[2]] = entry
+            else:
+                rest.append(entry)
+        self._heap = rest + list(kept.values())
+        heapq.heapify(self._heap)
+
+    async def _claim(self, requests: Sequence[ClaimRequest]) -> None:
+        assert self.lock is not None
+        for start in range(0, len(requests), CLAIM_BATCH):
+            batch = list(requests[start : start + CLAIM_BATCH])
+            results = await self.io_retry(
+                "claim",
+                self.lock.claim,
+                batch,
+                instance=self.instance,
+                now=self.clock.now(),
+                lease_ttl=self.lease_ttl,
+            )
+            for result in results:
+                if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
+                    self.runs.launch(result.run)
+                elif result.outcome is ClaimOutcome.RECORDED and result.run is not None:
+                    if result.run.status is RunStatus.QUEUED:
+                        self._schedule_housekeeping(self.clock.now())
+                    await self.runs.recorded(result.run)
+            if any(r.request.overlap == "replace" and r.run for r in results):
+                for result in results:
+                    if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
+                        self.runs.cancel_local_others(result.run)
+
+    def alerts_for(self, job: Job | None, run: Run, status: RunStatus) -> list[Alert]:
+        """The alerts a run ending with ``status`` raises (written with its outcome)."""
+        if job is None:
+            return []
+        return self.alerts.alerts_for(job, run, status, self.clock.now())
+
+    # -- housekeeping --------------------------------------------------------------------
+    def _schedule_housekeeping(self, when: datetime) -> None:
+        if self._next_housekeeping is None or when < self._next_housekeeping:
+            self._next_housekeeping = when
+            self._wake()
+
+    async def _housekeeping(self, now: datetime) -> None:
+        self._next_housekeeping = now + timedelta(seconds=self.reaper_interval)
+        storage = self.hub.storage
+        await self.runs.reap(now)
+        taken = await self.io_retry(
+            "take queued",
+            storage.take_queued,
+            instance=self.instance,
+            now=now,
+            lease_ttl=self.lease_ttl,
+            jobs=list(self.jobs),
+        )
+        for run in taken:
+            self.runs.launch(run)
+        if taken:
+            self._schedule_housekeeping(now)  # a job may have more queued runs behind it
+        if self._next_purge is None or now >= self._next_purge:
+            self._next_purge = now + timedelta(hours=1)
+            removed = await self.io_retry("purge", storage.purge, older_than=now - self.retention)
+            if removed:
+                log.info("retention: removed %d run(s) older than %s", removed, self.retention)
+
+    # -- actions -------------------------------------------------------------------------
+    async def run_now(self, name: str, params: dict[str, Any] | None = None) -> Run:
+        """Queue a manual run of ``name``; any instance may start it (this one is woken)."""
+        job = self.hub.get_job(name)
+        request = ClaimRequest(
+            job=job.name,
+            scheduled_for=None,
+            trigger=Trigger.MANUAL,
+            status=RunStatus.QUEUED,
+            overlap=job.overlap,
+            ignore_pause=True,
+            params=params or {},
+        )
+        assert self.lock is not None
+        [result] = await self.io_retry(
+            "run now",
+            self.lock.claim,
+            [request],
+            instance=self.instance,
+            now=self.clock.now(),
+            lease_ttl=self.lease_ttl,
+        )
+        assert result.run is not None
+        self._schedule_housekeeping(self.clock.now())
+        return result.run
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume a job (persistent; every instance respects it at its next claim)."""
+        job = self.hub.get_job(name)
+        await self.io_retry(
+            "pause", self.hub.storage.set_paused, job.name, paused, now=self.clock.now()
+        )
+        if not paused:
+            # Paused time is not caught up: restart the job's slots from now.
+            self._heap = [e for e in self._heap if e[2] != job.name]
+            heapq.heapify(self._heap)
+            self._push_next(job, self.clock.now())
+            self._wake()
+
+    async def cancel(self, run_id: int) -> Run | None:
+        """Cancel a queued or running run, wherever it runs (its owner loses the lease)."""
+        run = await self.io_retry("cancel", self.hub.storage.cancel, run_id, now=self.clock.now())
+        if run is not None:
+            self.runs.cancel_local(run_id, "cancelled")
+        return run
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until nothing is due, claimed or running here (for tests and ``cronhub run``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            now = self.clock.now()
+            due = bool(self._heap) and self._heap[0][0] <= now
+            if not due and self.runs.idle:
+                await asyncio.sleep(0.005)
+                if self.runs.idle and not (self._heap and self._heap[0][0] <= self.clock.now()):
+                    return
+        raise TimeoutError("the engine did not become idle")
+
+
+async def run_job_once(hub: Hub, name: str, *, params: dict[str, Any] | None = None) -> Run:
+    """Run a job now in this process and record it (``cronhub run``); return the finished run."""
+    engine = Engine(hub)
+    job = hub.get_job(name)
+    engine.jobs = {job.name: job}
+    executor = engine.pm.call_provider("cronhub_executor", job=job)
+    if executor is None:
+        raise JobDefinitionError(job.name, "executor", job.executor, "no plugin provides it")
+    engine.executors[job.name] = executor
+    storage = await engine.io(lambda: hub.storage)
+    request = ClaimRequest(
+        job=job.name,
+        scheduled_for=None,
+        trigger=Trigger.MANUAL,
+        overlap=job.overlap.ALLOW,
+        ignore_pause=True,
+        params=params or {},
+    )
+    [result] = await engine.io(
+        storage.claim,
+        [request],
+        instance=engine.instance,
+        now=hub.clock.now(),
+        lease_ttl=engine.lease_ttl,
+    )
+    assert result.run is not None
+    try:
+        return await engine.runs.execute(result.run, direct=True)
+    finally:
+        engine._pool.shutdown(wait=True)
+
+
+def completion_for_crash(job: Job | None, run: Run, now: datetime) -> Completion:
+    """What follows a crashed run: a retry with backoff, or a dead letter."""
+    retries = job.retries if job else 0
+    if job is not None and run.attempt <= retries:
+        delay = job.retry_delay_for(run.attempt)
+        return Completion(RunStatus.CRASHED, now, retry_at=now + timedelta(seconds=delay))
+    return Completion(RunStatus.CRASHED, now, dead_letter=True)

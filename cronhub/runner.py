@@ -1,0 +1,372 @@
+"""Runs owned by this instance: execute, keep leases, record outcomes, reap, shut down.
+
+A run is started only after storage recorded it as ``running`` under this instance. While it
+runs its lease is renewed; if renewal is refused (the run was reaped, cancelled or replaced)
+or impossible for a whole lease, the job is cancelled and nothing more is written for it.
+Outcomes are written in batches, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from cronhub.context import RunContext, release_logger, run_logger
+from cronhub.executors import Outcome
+from cronhub.runs import Completion, Run, RunStatus
+
+if TYPE_CHECKING:
+    from cronhub.engine import Engine
+    from cronhub.jobs import Job
+
+log = logging.getLogger("cronhub.runs")
+
+#: Why a run was cancelled; a run cancelled because its lease was lost writes nothing.
+LEASE_LOST = "lease lost"
+SHUTDOWN = "shutdown"
+
+
+@dataclass
+class _Active:
+    run: Run
+    ctx: RunContext | None = None
+    task: asyncio.Task[Outcome] | None = None
+    renewed_at: float = 0.0
+    cancel_reason: str | None = None
+
+
+class RunManager:
+    """The runs this instance owns, their leases and the batched writer of their outcomes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._active: dict[int, _Active] = {}
+        self._tasks: set[asyncio.Task[Run | None]] = set()
+        # Remember recent run ids, so a claim answered twice never starts a run twice.
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._pending: list[tuple[int, Completion, asyncio.Future[bool]]] = []
+        self._pending_event: asyncio.Event | None = None
+        self._background: list[asyncio.Task[None]] = []
+        # Set while runs are active: the heartbeat loop sleeps on it, so an idle instance
+        # has no timer at all.
+        self._has_active: asyncio.Event | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No run is active and no outcome waits to be written."""
+        return not self._active and not self._pending and not self._tasks
+
+    @property
+    def active(self) -> dict[int, Run]:
+        """The runs executing here now, by id."""
+        return {run_id: entry.run for run_id, entry in self._active.items()}
+
+    def start(self) -> None:
+        """Start the heartbeat and writer tasks."""
+        self._pending_event = asyncio.Event()
+        self._has_active = asyncio.Event()
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop(), name="cronhub-heartbeat"),
+            asyncio.create_task(self._writer_loop(), name="cronhub-writer"),
+        ]
+
+    # -- starting ------------------------------------------------------------------------
+    def launch(self, run: Run) -> None:
+        """Execute ``run`` in the background unless this instance already started it."""
+        if run.id in self._seen:
+            return
+        self._remember(run.id)
+        self._active[run.id] = _Active(run, renewed_at=self.engine.clock.monotonic())
+        if self._has_active is not None:
+            self._has_active.set()
+        task = asyncio.create_task(self.execute(run), name=f"cronhub-run-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _remember(self, run_id: int) -> None:
+        self._seen[run_id] = None
+        while len(self._seen) > 100_000:
+            self._seen.popitem(last=False)
+
+    async def recorded(self, run: Run) -> None:
+        """A slot recorded without running (skipped, missed, queued)."""
+        log.debug("job %s: slot %s recorded as %s", run.job, run.scheduled_for, run.status)
+
+    async def execute(self, run: Run, *, direct: bool = False) -> Run:
+        """Run ``run`` (already ``running`` under this instance) and record how it ended."""
+        engine = self.engine
+        clock = engine.clock
+        entry = self._active.setdefault(run.id, _Active(run, renewed_at=clock.monotonic()))
+        if self._has_active is not None:
+            self._has_active.set()
+        self._remember(run.id)
+        job = engine.jobs.get(run.job)
+        logger, capture = run_logger(run.job, run.id)
+        started = clock.monotonic()
+        wall_started = time.monotonic()
+        try:
+            if job is None:
+                outcome = Outcome(
+                    RunStatus.FAILED,
+                    error_type="UnknownJob",
+                    error_message=f"job {run.job!r} is not defined on instance {engine.instance}",
+                )
+            else:
+                ctx = RunContext(job, run, logger, run.scheduled_for, run.attempt, dict(run.params))
+                entry.ctx = ctx
+                await engine.pm.call_each("cronhub_run_started", run=run)
+                outcome = await self._run_body(job, ctx, entry)
+        finally:
+            release_logger(logger, capture)
+        if entry.cancel_reason == LEASE_LOST:
+            self._active.pop(run.id, None)
+            log.warning("run %d of %s: lease lost; cancelled without recording", run.id, run.job)
+            return run
+        now = clock.now()
+        elapsed = max(clock.monotonic() - started, time.monotonic() - wall_started)
+        completion = self._completion(job, run, outcome, capture.text(), now, elapsed, entry)
+        try:
+            if direct:
+                written = await engine.io_retry(
+                    "finish",
+                    engine.hub.storage.finish,
+                    run.id,
+                    completion,
+                    instance=engine.instance,
+                )
+            else:
+                written = await self._write(run.id, completion)
+        except Exception as exc:
+            # The lease will expire and a reaper marks the run crashed (and retries it).
+            log.error("run %d of %s: cannot record its outcome: %s", run.id, run.job, exc)
+            self._active.pop(run.id, None)
+            return run
+        self._active.pop(run.id, None)
+        finished = run.replace(
+            status=completion.status,
+            finished_at=completion.finished_at,
+            duration_ms=completion.duration_ms,
+            error_type=completion.error_type,
+            error_message=completion.error_message,
+            traceback=completion.traceback,
+            log=completion.log,
+            dead_letter=completion.dead_letter,
+        )
+        if not written:
+            log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
+            return finished
+        if completion.retry_at is not None:
+            engine._schedule_housekeeping(completion.retry_at)
+        elif job is not None and job.overlap != "allow":
+            # A queued run of this job (overlap "queue", catch-up) may be waiting for this one.
+            engine._schedule_housekeeping(now)
+        await engine.pm.call_each("cronhub_run_finished", run=finished)
+        return finished
+
+    async def _run_body(self, job: Job, ctx: RunContext, entry: _Active) -> Outcome:
+        executor = self.engine.executors[job.name]
+        task = asyncio.create_task(executor.execute(job, ctx, job.timeout))
+        entry.task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            reason = entry.cancel_reason or "cancelled"
+            return Outcome(RunStatus.CANCELLED, error_type="Cancelled", error_message=reason)
+        except Exception as exc:  # an executor must not raise, but one from a plugin might
+            return Outcome.from_exception(exc)
+
+    def _completion(
+        self,
+        job: Job | None,
+        run: Run,
+        outcome: Outcome,
+        log_text: str,
+        now: datetime,
+        elapsed: float,
+        entry: _Active,
+    ) -> Completion:
+        status = outcome.status
+        retry_at = None
+        dead_letter = False
+        retries_left = job is not None and run.attempt <= job.retries
+        if status.failure:
+            if retries_left and job is not None:
+                retry_at = now + timedelta(seconds=job.retry_delay_for(run.attempt))
+            else:
+                dead_letter = True
+        elif status is RunStatus.CANCELLED and entry.cancel_reason == SHUTDOWN and retries_left:
+            retry_at = now
+        alerts = self.engine.alerts_for(job, run, status) if job is not None else ()
+        return Completion(
+            status=status,
+            finished_at=now,
+            duration_ms=int(elapsed * 1000),
+            error_type=outcome.error_type,
+            error_message=outcome.error_message,
+            traceback=outcome.traceback,
+            log=log_text + outcome.log,
+            retry_at=retry_at,
+            dead_letter=dead_letter,
+            alerts=tuple(alerts),
+        )
+
+    # -- writing -------------------------------------------------------------------------
+    async def _write(self, run_id: int, completion: Completion) -> bool:
+        assert self._pending_event is not None
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((run_id, completion, future))
+        self._pending_event.set()
+        return await future
+
+    async def _writer_loop(self) -> None:
+        assert self._pending_event is not None
+        engine = self.engine
+        while True:
+            await self._pending_event.wait()
+            self._pending_event.clear()
+            await asyncio.sleep(0)  # let runs finishing in the same tick join the batch
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                answers = await engine.io_retry(
+                    "finish",
+                    engine.hub.storage.finish_many,
+                    [(run_id, completion) for run_id, completion, _ in batch],
+                    instance=engine.instance,
+                )
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+
+    # -- leases --------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        engine = self.engine
+        assert self._has_active is not None
+        while True:
+            if not self._active:
+                self._has_active.clear()
+                await self._has_active.wait()
+            await engine.clock.sleep(engine.heartbeat_interval)
+            with contextlib.suppress(Exception):
+                await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Renew the leases of active runs; cancel the runs whose lease is gone."""
+        engine = self.engine
+        ids = list(self._active)
+        if not ids:
+            return
+        assert engine.lock is not None
+        try:
+            kept = await engine.io(
+                engine.lock.heartbeat,
+                ids,
+                instance=engine.instance,
+                now=engine.clock.now(),
+                lease_ttl=engine.lease_ttl,
+            )
+        except Exception as exc:
+            # Storage unreachable: a run whose lease could not be renewed for a whole TTL may
+            # already be reaped elsewhere, so it stops here (design section 4).
+            log.warning("cannot renew leases: %s", exc)
+            limit = engine.clock.monotonic() - engine.lease_ttl
+            for run_id in ids:
+                entry = self._active.get(run_id)
+                if entry is not None and entry.renewed_at < limit:
+                    self.cancel_local(run_id, LEASE_LOST)
+            return
+        mono = engine.clock.monotonic()
+        for run_id in ids:
+            entry = self._active.get(run_id)
+            if entry is None:
+                continue
+            if run_id in kept:
+                entry.renewed_at = mono
+            else:
+                self.cancel_local(run_id, LEASE_LOST)
+
+    def cancel_local(self, run_id: int, reason: str) -> bool:
+        """Cancel a run executing here; ``False`` when it is not here."""
+        entry = self._active.get(run_id)
+        if entry is None:
+            return False
+        entry.cancel_reason = entry.cancel_reason or reason
+        if entry.ctx is not None:
+            entry.ctx.cancel()
+        if entry.task is not None and not entry.task.done():
+            entry.task.cancel()
+        return True
+
+    def cancel_local_others(self, run: Run) -> None:
+        """``overlap="replace"``: the new ``run`` replaces this instance's older runs of its job."""
+        for run_id, entry in list(self._active.items()):
+            if entry.run.job == run.job and run_id != run.id:
+                self.cancel_local(run_id, LEASE_LOST)
+
+    async def reap(self, now: datetime) -> list[Run]:
+        """Mark runs whose lease expired (anywhere) as crashed, with retry or dead letter."""
+        from cronhub.engine import completion_for_crash
+
+        engine = self.engine
+
+        def policy(run: Run) -> Completion:
+            job = engine.jobs.get(run.job)
+            completion = completion_for_crash(job, run, now)
+            alerts = engine.alerts_for(job, run, RunStatus.CRASHED) if job else ()
+            return Completion(
+                completion.status,
+                completion.finished_at,
+                error_type="Crashed",
+                error_message=f"lease of instance {run.instance} expired: the owner stopped",
+                retry_at=completion.retry_at,
+                dead_letter=completion.dead_letter,
+                alerts=tuple(alerts),
+            )
+
+        crashed = await engine.io_retry("reap", engine.hub.storage.reap, now=now, policy=policy)
+        for run in crashed:
+            log.warning("run %d of %s on %s crashed (lease expired)", run.id, run.job, run.instance)
+            await engine.pm.call_each("cronhub_run_finished", run=run)
+        return crashed
+
+    # -- shutdown ------------------------------------------------------------------------
+    async def shutdown(self, grace: float) -> None:
+        """Let active runs finish within ``grace`` seconds, cancel the rest, stop writing."""
+        engine = self.engine
+        if self._tasks:
+            log.info("waiting up to %gs for %d running job(s)", grace, len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            if pending:
+                for run_id in list(self._active):
+                    self.cancel_local(run_id, SHUTDOWN)
+                await asyncio.wait(pending, timeout=max(5.0, engine.lease_ttl))
+        while self._pending:
+            await asyncio.sleep(0.01)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            # Anything still marked running here (a run whose outcome could not be written)
+            # is released as cancelled rather than left for the reaper.
+            await engine.io(
+                engine.hub.storage.release,
+                instance=engine.instance,
+                now=engine.clock.now(),
+                status=RunStatus.CANCELLED,
+            )

@@ -1,0 +1,274 @@
+"""History, job state, dead letters and the outbox of :class:`cronhub.sql.SqlStorage`.
+
+A mixin: the queries that only read history or write outside the claim path, kept apart from
+:mod:`cronhub.sql` (claims and run ownership) so that each module stays readable. It relies on
+the transaction helpers that :class:`~cronhub.sql.SqlStorage` defines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from cronhub.runs import Alert, JobState, OutboxItem, Run, RunStatus
+from cronhub.sql_schema import (
+    ACTIVE_STATUSES,
+    LIGHT_COLUMNS,
+    chunks,
+    jobs,
+    outbox,
+    row_to_run,
+    runs,
+)
+from cronhub.storage import RunFilter
+
+T = TypeVar("T")
+
+#: Rows deleted per transaction, so that claims never wait long behind a purge.
+_PURGE_CHUNK = 2000
+#: Pause between purge chunks. SQLite's busy handler polls with sleeps of up to 100 ms, so
+#: a writer that starts its next transaction at once would starve the other processes.
+_PURGE_PAUSE = 0.05
+
+
+class SqlHistory:
+    """History queries, job state, dead letters, the outbox and retention."""
+
+    #: How long terminal runs are kept (:meth:`purge_expired`); ``None`` keeps them.
+    retention: timedelta | None
+
+    if TYPE_CHECKING:  # provided by SqlStorage
+
+        def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T: ...
+
+        def _clock(self, conn: Connection, now: datetime) -> datetime: ...
+
+        def _lock_jobs(self, conn: Connection, names: Sequence[str]) -> None: ...
+
+    # -- history ------------------------------------------------------------------------------
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with traceback and log, or ``None``."""
+        query = sa.select(*runs.c).where(runs.c.id == run_id)
+        row = self._run(lambda c: c.execute(query).mappings().first(), write=False)
+        return row_to_run(row) if row is not None else None
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        """Runs matching ``query``, newest first (without traceback and log)."""
+        select = sa.select(*LIGHT_COLUMNS).order_by(runs.c.id.desc()).limit(max(0, query.limit))
+        if query.job is not None:
+            select = select.where(runs.c.job == query.job)
+        if query.status is not None:
+            select = select.where(runs.c.status == RunStatus(query.status).value)
+        if query.before is not None:
+            select = select.where(runs.c.id < query.before)
+        if query.dead_letter is not None:
+            select = select.where(runs.c.dead_letter.is_(query.dead_letter))
+        rows = self._run(lambda c: c.execute(select).mappings().all(), write=False)
+        return [row_to_run(row) for row in rows]
+
+    def active_runs(self, job: str | None = None) -> list[Run]:
+        """``queued`` and ``running`` runs, oldest first, optionally of one job."""
+        select = (
+            sa.select(*LIGHT_COLUMNS).where(runs.c.status.in_(ACTIVE_STATUSES)).order_by(runs.c.id)
+        )
+        if job is not None:
+            select = select.where(runs.c.job == job)
+        rows = self._run(lambda c: c.execute(select).mappings().all(), write=False)
+        return [row_to_run(row) for row in rows]
+
+    def purge(self, *, older_than: datetime) -> int:
+        """Delete terminal runs finished (or created) before ``older_than``, in chunks."""
+        # Two index range scans on finished_at (NULL only for active rows, normally); "NOT IN
+        # the active statuses" rather than "IN the terminal ones", which would lead SQLite's
+        # planner to the status index and a scan of nearly every row.
+        not_active = runs.c.status.not_in(ACTIVE_STATUSES)
+        total = 0
+        for old in (
+            runs.c.finished_at < older_than,
+            sa.and_(runs.c.finished_at.is_(None), runs.c.created_at < older_than),
+        ):
+            ids = sa.select(runs.c.id).where(old, not_active).limit(_PURGE_CHUNK)
+            delete = sa.delete(runs).where(runs.c.id.in_(ids.scalar_subquery()))
+            while True:
+                # One short transaction per chunk, then a pause: claims never wait long.
+                deleted = self._run(lambda c, d=delete: c.execute(d).rowcount, write=True)
+                total += deleted
+                if deleted < _PURGE_CHUNK:
+                    break
+                time.sleep(_PURGE_PAUSE)
+        return total
+
+    def purge_expired(self, *, now: datetime) -> int:
+        """Apply :attr:`retention`: purge runs that ended before ``now - retention``."""
+        if self.retention is None:
+            return 0
+        return self.purge(older_than=now - self.retention)
+
+    # -- job state ----------------------------------------------------------------------------
+    def job_states(self, jobs: Iterable[str] | None = None) -> dict[str, JobState]:
+        """State of the named jobs (all known when ``None``), with ``last_run``."""
+        names = None if jobs is None else list(dict.fromkeys(jobs))
+        return self._run(lambda c: self._job_states(c, names), write=False)
+
+    def _job_states(self, conn: Connection, names: list[str] | None) -> dict[str, JobState]:
+        rows: dict[str, RowMapping] = {}
+        if names is None:
+            for row in conn.execute(sa.select(jobs)).mappings():
+                rows[row["job"]] = row
+            names = sorted(set(rows) | set(self._run_job_names(conn)))
+        else:
+            for chunk in chunks(names):
+                query = sa.select(jobs).where(jobs.c.job.in_(chunk))
+                for row in conn.execute(query).mappings():
+                    rows[row["job"]] = row
+        last_ids = self._last_run_ids(conn, names)
+        last: dict[str, Run] = {}
+        for chunk in chunks(list(last_ids.values())):
+            query = sa.select(*LIGHT_COLUMNS).where(runs.c.id.in_(chunk))
+            for row in conn.execute(query).mappings():
+                last[row["job"]] = row_to_run(row)
+        states: dict[str, JobState] = {}
+        for name in names:
+            row = rows.get(name)
+            states[name] = JobState(
+                job=name,
+                paused=bool(row["paused"]) if row is not None else False,
+                high_water=row["high_water"] if row is not None else None,
+                last_run=last.get(name),
+            )
+        return states
+
+    def _run_job_names(self, conn: Connection) -> list[str]:
+        """Distinct job names in history, by a skip scan of the ``(job, id)`` index.
+
+        ``SELECT DISTINCT job`` would read every row; this reads one index entry per job.
+        """
+        query = sa.text(
+            "WITH RECURSIVE names(job) AS ("
+            " SELECT min(job) FROM cronhub_runs"
+            " UNION ALL"
+            " SELECT (SELECT min(r.job) FROM cronhub_runs r WHERE r.job > names.job)"
+            " FROM names WHERE names.job IS NOT NULL"
+            ") SELECT job FROM names WHERE job IS NOT NULL"
+        )
+        return list(conn.execute(query).scalars())
+
+    def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
+        """The newest run id of each job: ``max(id)`` per job, an index lookup each."""
+        query = sa.select(sa.func.max(runs.c.id)).where(runs.c.job == sa.bindparam("name"))
+        found: dict[str, int] = {}
+        for name in names:
+            run_id = conn.execute(query, {"name": name}).scalar()
+            if run_id is not None:
+                found[name] = run_id
+        return found
+
+    def set_paused(self, job: str, paused: bool, *, now: datetime) -> None:
+        """Persist the paused flag of ``job``."""
+
+        def write(conn: Connection) -> None:
+            self._lock_jobs(conn, [job])
+            values = {"paused": paused, "updated_at": self._clock(conn, now)}
+            self._upsert_job(conn, job, values)
+
+        self._run(write, write=True)
+
+    def advance_high_water(self, job: str, slot: datetime) -> datetime:
+        """Move the high-water mark of ``job`` forward to ``slot`` (never back)."""
+        slot = slot.astimezone(UTC)
+
+        def write(conn: Connection) -> datetime:
+            self._lock_jobs(conn, [job])
+            query = sa.select(jobs.c.high_water).where(jobs.c.job == job)
+            current = conn.execute(query).scalar_one_or_none()
+            if current is not None and current >= slot:
+                return current
+            self._upsert_job(conn, job, {"high_water": slot})
+            return slot
+
+        return self._run(write, write=True)
+
+    def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
+        updated = conn.execute(sa.update(jobs).where(jobs.c.job == job).values(values))
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(jobs).values(job=job, **values))
+
+    # -- dead letters -------------------------------------------------------------------------
+    def dead_letters(self, *, job: str | None = None, limit: int = 100) -> list[Run]:
+        """Runs that failed their last attempt and were not cleared, newest first."""
+        return self.list_runs(RunFilter(job=job, dead_letter=True, limit=limit))
+
+    def clear_dead_letters(self, *, job: str | None = None) -> int:
+        """Clear dead letters (of one job, or all); the runs stay in history."""
+        update = sa.update(runs).where(runs.c.dead_letter.is_(True)).values(dead_letter=False)
+        if job is not None:
+            update = update.where(runs.c.job == job)
+        return self._run(lambda c: c.execute(update).rowcount, write=True)
+
+    # -- alert outbox -------------------------------------------------------------------------
+    def add_alerts(self, alerts: Sequence[Alert], *, now: datetime) -> None:
+        """Write alerts to the outbox."""
+        if alerts:
+            self._run(lambda c: self._add_alerts(c, alerts, self._clock(c, now)), write=True)
+
+    def _add_alerts(self, conn: Connection, alerts: Sequence[Alert], now: datetime) -> None:
+        rows = [
+            {
+                "payload": _alert_payload(alert, now),
+                "created_at": now,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+            }
+            for alert in alerts
+        ]
+        conn.execute(sa.insert(outbox), rows)
+
+    def pending_alerts(self, *, now: datetime, limit: int = 50) -> list[OutboxItem]:
+        """Outbox items due for (re)delivery, oldest first."""
+
+        def read(conn: Connection) -> list[OutboxItem]:
+            query = (
+                sa.select(outbox)
+                .where(outbox.c.next_attempt_at <= self._clock(conn, now))
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            return [
+                OutboxItem(
+                    id=row["id"],
+                    alert=Alert.from_dict(row["payload"]),
+                    attempts=row["attempts"],
+                    next_attempt_at=row["next_attempt_at"],
+                )
+                for row in conn.execute(query).mappings()
+            ]
+
+        return self._run(read, write=False)
+
+    def alert_delivered(self, item_id: int) -> None:
+        """Remove a delivered outbox item."""
+        delete = sa.delete(outbox).where(outbox.c.id == item_id)
+        self._run(lambda c: c.execute(delete), write=True)
+
+    def alert_failed(self, item_id: int, *, retry_at: datetime, error: str) -> None:
+        """Record a failed delivery and when to try again."""
+        update = (
+            sa.update(outbox)
+            .where(outbox.c.id == item_id)
+            .values(attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error)
+        )
+        self._run(lambda c: c.execute(update), write=True)
+
+
+def _alert_payload(alert: Alert, now: datetime) -> dict[str, Any]:
+    """The outbox form of ``alert``; ``created_at`` defaults to the time it was written."""
+    payload = alert.to_dict()
+    if payload["created_at"] is None:
+        payload["created_at"] = now.astimezone(UTC).isoformat()
+    return payload

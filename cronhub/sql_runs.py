@@ -1,0 +1,624 @@
+"""Claims and run ownership of :class:`cronhub.sql.SqlStorage`: the exactly-once core.
+
+A mixin: ``claim`` (insert-if-absent plus overlap, in one transaction), ``take_queued``,
+``heartbeat``, ``finish``, ``cancel``, ``reap`` and ``release``, every write fenced by
+``status`` and ``instance`` in its ``WHERE`` clause so that it is also correct where writers
+are not fully serialised (PostgreSQL, with :meth:`~cronhub.sql.SqlStorage._lock_jobs`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from cronhub.runs import (
+    Alert,
+    ClaimOutcome,
+    ClaimRequest,
+    ClaimResult,
+    Completion,
+    Overlap,
+    Run,
+    RunStatus,
+    Trigger,
+)
+from cronhub.sql_schema import (
+    ACTIVE_STATUSES,
+    chunks,
+    claim_values,
+    duration_ms,
+    jobs,
+    row_to_run,
+    runs,
+    utc,
+    values_to_run,
+)
+
+if TYPE_CHECKING:
+    from cronhub.storage import CrashPolicy
+
+T = TypeVar("T")
+
+
+def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus:
+    """The status a claimed row gets, given the job's ``running`` and ``queued`` run counts.
+
+    Overlap is judged against *running* runs: a queued retry waiting for its backoff does not
+    make a new slot skip. ``queue`` lets at most one run wait; a further one is skipped.
+    """
+    status = RunStatus(request.status)
+    if status is not RunStatus.RUNNING:
+        if status not in (RunStatus.QUEUED, RunStatus.SKIPPED, RunStatus.MISSED):
+            raise ValueError(
+                f"job {request.job!r}: a claim can insert running, queued, skipped or missed "
+                f"rows, not {status.value}"
+            )
+        return status
+    overlap = Overlap(request.overlap)
+    if running == 0 or overlap in (Overlap.ALLOW, Overlap.REPLACE):
+        return RunStatus.RUNNING
+    if overlap is Overlap.QUEUE and queued == 0:
+        return RunStatus.QUEUED
+    return RunStatus.SKIPPED
+
+
+def _slot_key(request: ClaimRequest) -> tuple[Any, ...] | None:
+    """The unique key of a request's row (``None`` for a manual run: never deduplicated)."""
+    if request.scheduled_for is None:
+        return None
+    slot = request.scheduled_for.astimezone(UTC)
+    return (request.job, request.schedule_id, slot, request.attempt)
+
+
+# Statements of the claim path, built once: SQLAlchemy then only looks them up in its
+# compiled cache, which matters at thousands of claims per second.
+_NAMES = sa.bindparam("names", expanding=True)
+_JOB_ROWS = sa.select(jobs.c.job, jobs.c.paused, jobs.c.high_water).where(jobs.c.job.in_(_NAMES))
+_ACTIVE_COUNTS = (
+    sa.select(runs.c.job, runs.c.status, sa.func.count())
+    .where(runs.c.status.in_(ACTIVE_STATUSES), runs.c.job.in_(_NAMES))
+    .group_by(runs.c.job, runs.c.status)
+)
+_RUNNING_IDS = (
+    sa.select(runs.c.job, runs.c.id)
+    .where(runs.c.status == RunStatus.RUNNING.value, runs.c.job.in_(_NAMES))
+    .order_by(runs.c.id)
+)
+_INSERT_JOB = sa.insert(jobs)
+_RAISE_MARK = (
+    sa.update(jobs)
+    .where(jobs.c.job == sa.bindparam("b_job"))
+    .values(high_water=sa.bindparam("b_mark"))
+)
+_KEYS_PER_QUERY = 100
+
+
+@functools.lru_cache(maxsize=_KEYS_PER_QUERY)
+def _key_lookup(size: int) -> sa.Select[Any]:
+    """``SELECT`` of the rows holding ``size`` slot keys (parameters ``j0 s0 t0 a0 j1 ...``).
+
+    An OR of exact key matches: SQLite and PostgreSQL answer it with one unique-index search
+    per key (a row-value ``IN (VALUES ...)`` makes SQLite scan the whole index). Built once
+    per size, so that SQLAlchemy's compiled cache serves every later batch.
+    """
+    terms = [
+        sa.and_(
+            runs.c.job == sa.bindparam(f"j{n}"),
+            runs.c.schedule_id == sa.bindparam(f"s{n}"),
+            runs.c.scheduled_for == sa.bindparam(f"t{n}"),
+            runs.c.attempt == sa.bindparam(f"a{n}"),
+        )
+        for n in range(size)
+    ]
+    return sa.select(*runs.c).where(sa.or_(*terms))
+
+
+def _existing_claim(request: ClaimRequest, row: RowMapping, instance: str) -> ClaimResult:
+    """``TAKEN``, or ``CLAIMED`` again when the slot's row runs under ``instance``.
+
+    The second case is a retried claim whose first commit succeeded but whose answer was lost
+    (a timeout, a dropped connection): the engine recognises the run it started.
+    """
+    if row["status"] == RunStatus.RUNNING.value and row["instance"] == instance:
+        return ClaimResult(request, ClaimOutcome.CLAIMED, row_to_run(row))
+    return ClaimResult(request, ClaimOutcome.TAKEN)
+
+
+def high_water_marks(requests: Iterable[ClaimRequest]) -> dict[str, datetime]:
+    """Per job, the newest slot of its own schedule among ``requests`` (``Storage.claim``).
+
+    Only requests with ``schedule_id == ""`` and a ``schedule`` or ``catch_up`` trigger count.
+    """
+    marks: dict[str, datetime] = {}
+    for request in requests:
+        if request.scheduled_for is None or request.schedule_id != "":
+            continue
+        if Trigger(request.trigger) not in (Trigger.SCHEDULE, Trigger.CATCH_UP):
+            continue
+        slot = request.scheduled_for.astimezone(UTC)
+        if request.job not in marks or slot > marks[request.job]:
+            marks[request.job] = slot
+    return marks
+
+
+class SqlRuns:
+    """Claims, leases and the end of runs, for :class:`cronhub.sql.SqlStorage`."""
+
+    if TYPE_CHECKING:  # provided by SqlStorage and SqlHistory
+
+        def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T: ...
+
+        def _clock(self, conn: Connection, now: datetime) -> datetime: ...
+
+        def _lock_jobs(self, conn: Connection, names: Sequence[str]) -> None: ...
+
+        def _insert_if_absent(self, conn: Connection, values: dict[str, Any]) -> int | None: ...
+
+        def _insert_runs(
+            self, conn: Connection, rows: list[dict[str, Any]]
+        ) -> list[int | None]: ...
+
+        def _add_alerts(self, conn: Connection, alerts: Sequence[Alert], now: datetime) -> None: ...
+
+    # -- claims -------------------------------------------------------------
+    def claim(
+        self,
+        requests: Sequence[ClaimRequest],
+        *,
+        instance: str,
+        now: datetime,
+        lease_ttl: float,
+    ) -> list[ClaimResult]:
+        """Claim slots in one transaction; see :meth:`cronhub.storage.Storage.claim`."""
+        requests = list(requests)
+        if not requests:
+            return []
+        for request in requests:  # refuse a bad request before writing anything
+            decide_status(request, 0, 0)
+        return self._run(lambda c: self._claim(c, requests, instance, now, lease_ttl), write=True)
+
+    def _claim(
+        self,
+        conn: Connection,
+        requests: list[ClaimRequest],
+        instance: str,
+        now: datetime,
+        lease_ttl: float,
+    ) -> list[ClaimResult]:
+        # Read what the decisions need in a few queries, decide in Python (in request order,
+        # counting the batch's earlier rows), insert the new rows in one go, then cancel what
+        # ``replace`` requests replace (the new run ids name the replacement).
+        now = self._clock(conn, now)
+        lease = now + timedelta(seconds=lease_ttl)
+        names = sorted({r.job for r in requests})
+        self._lock_jobs(conn, names)
+        job_rows = self._job_rows(conn, names)
+        paused = {job for job, (is_paused, _) in job_rows.items() if is_paused}
+        replacing = {r.job for r in requests if r.overlap == Overlap.REPLACE}
+        running, queued = self._active_counts(conn, names, replacing)
+        live = [r for r in requests if r.ignore_pause or r.job not in paused]
+        existing = self._existing_rows(conn, live)
+        results: list[ClaimResult | None] = []
+        new_rows: dict[int, dict[str, Any]] = {}  # index in results -> row to insert
+        replaces: dict[int, list[int]] = {}  # index -> running ids (or -index-1 of new rows)
+        repeats: dict[int, int] = {}  # index -> index of the same key earlier in the batch
+        first_of_key: dict[tuple[Any, ...], int] = {}
+        for index, request in enumerate(requests):
+            key = _slot_key(request)
+            if request.job in paused and not request.ignore_pause:
+                results.append(ClaimResult(request, ClaimOutcome.PAUSED))
+            elif key is not None and key in existing:
+                results.append(_existing_claim(request, existing[key], instance))
+            elif key is not None and key in first_of_key:
+                results.append(None)
+                repeats[index] = first_of_key[key]
+            else:
+                status = decide_status(request, len(running[request.job]), queued[request.job])
+                if status is RunStatus.RUNNING:
+                    if request.overlap == Overlap.REPLACE:
+                        replaces[index] = running[request.job]
+                        running[request.job] = []
+                    running[request.job] = [*running[request.job], -index - 1]
+                elif status is RunStatus.QUEUED:
+                    queued[request.job] += 1
+                if key is not None:
+                    first_of_key[key] = index
+                new_rows[index] = claim_values(request, status, instance, now, lease)
+                results.append(None)
+        ids = dict(zip(new_rows, self._insert_runs(conn, list(new_rows.values())), strict=True))
+        for index, values in new_rows.items():
+            request, run_id = requests[index], ids[index]
+            if run_id is None:  # lost a race with a writer outside the job locks
+                results[index] = ClaimResult(request, ClaimOutcome.TAKEN)
+                continue
+            run = values_to_run(run_id, values)
+            claimed = run.status is RunStatus.RUNNING
+            outcome = ClaimOutcome.CLAIMED if claimed else ClaimOutcome.RECORDED
+            results[index] = ClaimResult(request, outcome, run)
+            if replaces.get(index):
+                # Negative entries stand for rows of this batch: -(their index) - 1.
+                old_ids = [i if i > 0 else ids.get(-i - 1) or 0 for i in replaces[index]]
+                reason = f"replaced by run {run_id}"
+                for old in self._end_runs(conn, old_ids, RunStatus.CANCELLED, now, reason=reason):
+                    earlier = next((i for i, r in ids.items() if r == old.id), None)
+                    if earlier is not None:  # claimed earlier in this batch: say what became of it
+                        replaced = results[earlier]
+                        assert replaced is not None
+                        results[earlier] = ClaimResult(replaced.request, ClaimOutcome.RECORDED, old)
+        for index, first in repeats.items():
+            # The same slot twice in one batch: answered like a retried claim of that row.
+            earlier = results[first]
+            assert earlier is not None
+            again = earlier.outcome is ClaimOutcome.CLAIMED
+            results[index] = ClaimResult(
+                requests[index],
+                ClaimOutcome.CLAIMED if again else ClaimOutcome.TAKEN,
+                earlier.run if again else None,
+            )
+        self._advance_marks(conn, high_water_marks(requests), job_rows)
+        answered = [result for result in results if result is not None]
+        assert len(answered) == len(requests)
+        return answered
+
+    def _active_counts(
+        self, conn: Connection, names: Sequence[str], replacing: set[str]
+    ) -> tuple[dict[str, list[int]], dict[str, int]]:
+        """Per job: the running runs (their ids for ``replace`` jobs) and the queued count."""
+        running: dict[str, list[int]] = {name: [] for name in names}
+        queued: dict[str, int] = dict.fromkeys(names, 0)
+        for chunk in chunks(names):
+            for job, status, count in conn.execute(_ACTIVE_COUNTS, {"names": chunk}):
+                if status == RunStatus.QUEUED.value:
+                    queued[job] = count
+                elif job not in replacing:
+                    running[job] = [0] * count  # only the number matters
+        for chunk in chunks(sorted(replacing)):
+            for job, run_id in conn.execute(_RUNNING_IDS, {"names": chunk}):
+                running[job].append(run_id)
+        return running, queued
+
+    def _existing_rows(
+        self, conn: Connection, requests: Sequence[ClaimRequest]
+    ) -> dict[tuple[Any, ...], RowMapping]:
+        """The rows that already hold the slot keys of ``requests``, by key."""
+        keys = list(dict.fromkeys(k for k in map(_slot_key, requests) if k is not None))
+        found: dict[tuple[Any, ...], RowMapping] = {}
+        for chunk in chunks(keys, _KEYS_PER_QUERY):
+            params: dict[str, Any] = {}
+            for n, (job, schedule_id, slot, attempt) in enumerate(chunk):
+                params.update({f"j{n}": job, f"s{n}": schedule_id, f"t{n}": slot, f"a{n}": attempt})
+            for row in conn.execute(_key_lookup(len(chunk)), params).mappings():
+                found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
+        return found
+
+    def _job_rows(
+        self, conn: Connection, names: Sequence[str]
+    ) -> dict[str, tuple[bool, datetime | None]]:
+        """``(paused, high_water)`` of the jobs among ``names`` that have a state row."""
+        found: dict[str, tuple[bool, datetime | None]] = {}
+        for chunk in chunks(names):
+            for job, paused, high_water in conn.execute(_JOB_ROWS, {"names": chunk}):
+                found[job] = (bool(paused), high_water)
+        return found
+
+    def _advance_marks(
+        self,
+        conn: Connection,
+        marks: dict[str, datetime],
+        job_rows: dict[str, tuple[bool, datetime | None]],
+    ) -> None:
+        """Move high-water marks forward (never back); ``job_rows`` is the current state."""
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for job, mark in marks.items():
+            if job not in job_rows:
+                inserts.append({"job": job, "paused": False, "high_water": mark})
+            elif job_rows[job][1] is None or mark > job_rows[job][1]:  # type: ignore[operator]
+                updates.append({"b_job": job, "b_mark": mark})
+        if inserts:
+            conn.execute(_INSERT_JOB, inserts)
+        if updates:
+            conn.execute(_RAISE_MARK, updates)
+
+    def _end_runs(
+        self,
+        conn: Connection,
+        run_ids: Iterable[int],
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        from_statuses: tuple[str, ...] = ACTIVE_STATUSES,
+        instance: str | None = None,
+    ) -> list[Run]:
+        """End active runs with a terminal ``status``; return those that were still active."""
+        ended: list[Run] = []
+        for run_id in run_ids:
+            where = [runs.c.id == run_id, runs.c.status.in_(from_statuses)]
+            if instance is not None:
+                where.append(runs.c.instance == instance)
+            started = conn.execute(sa.select(runs.c.started_at).where(*where)).first()
+            if started is None:
+                continue
+            values: dict[str, Any] = {
+                "status": status.value,
+                "finished_at": now,
+                "lease_expires_at": None,
+                "duration_ms": duration_ms(started[0], now),
+            }
+            if reason is not None:
+                values["error_message"] = reason
+            row = conn.execute(sa.update(runs).where(*where).values(values).returning(*runs.c))
+            updated = row.mappings().first()
+            if updated is not None:
+                ended.append(row_to_run(updated))
+        return ended
+
+    def take_queued(
+        self,
+        *,
+        instance: str,
+        now: datetime,
+        lease_ttl: float,
+        jobs: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[Run]:
+        """Start due queued runs; see :meth:`cronhub.storage.Storage.take_queued`."""
+        wanted = None if jobs is None else frozenset(jobs)
+        return self._run(
+            lambda c: self._take_queued(c, instance, now, lease_ttl, wanted, limit), write=True
+        )
+
+    def _take_queued(
+        self,
+        conn: Connection,
+        instance: str,
+        now: datetime,
+        lease_ttl: float,
+        wanted: frozenset[str] | None,
+        limit: int,
+    ) -> list[Run]:
+        now = self._clock(conn, now)
+        lease = now + timedelta(seconds=lease_ttl)
+        taken: list[Run] = []
+        after = 0
+        # job -> may one of its queued runs start (False once one started in this call)
+        free: dict[str, bool] = {}
+        paused: dict[str, bool] = {}
+        due = sa.or_(runs.c.not_before.is_(None), runs.c.not_before <= now)
+        while len(taken) < limit:
+            # Queued rows are few (at most one per queue job, plus retries and manual runs);
+            # read them in id order, in pages, and filter by job here rather than with a
+            # 10,000-name IN list.
+            query = (
+                sa.select(*runs.c)
+                .where(runs.c.status == RunStatus.QUEUED.value, due, runs.c.id > after)
+                .order_by(runs.c.id)
+                .limit(500)
+            )
+            page = list(conn.execute(query).mappings())
+            if not page:
+                break
+            after = page[-1]["id"]
+            rows = [row for row in page if wanted is None or row["job"] in wanted]
+            new = sorted({row["job"] for row in rows} - free.keys())
+            self._lock_jobs(conn, new)
+            busy = self._running_jobs(conn, new)
+            job_rows = self._job_rows(conn, new)
+            for name in new:
+                free[name] = name not in busy
+                paused[name] = job_rows.get(name, (False, None))[0]
+            for row in rows:
+                job, manual = row["job"], row["trigger"] == Trigger.MANUAL.value
+                if not free[job] or (paused[job] and not manual):
+                    continue
+                update = (
+                    sa.update(runs)
+                    .where(runs.c.id == row["id"], runs.c.status == RunStatus.QUEUED.value)
+                    .values(
+                        status=RunStatus.RUNNING.value,
+                        instance=instance,
+                        started_at=now,
+                        lease_expires_at=lease,
+                    )
+                    .returning(*runs.c)
+                )
+                started = conn.execute(update).mappings().first()
+                if started is None:
+                    continue
+                taken.append(row_to_run(started))
+                free[job] = False  # at most one per job per call: it now has a running run
+                if len(taken) >= limit:
+                    break
+        return taken
+
+    def _running_jobs(self, conn: Connection, names: Sequence[str]) -> set[str]:
+        busy: set[str] = set()
+        for chunk in chunks(names):
+            query = sa.select(runs.c.job).where(
+                runs.c.status == RunStatus.RUNNING.value, runs.c.job.in_(chunk)
+            )
+            busy.update(conn.execute(query.distinct()).scalars())
+        return busy
+
+    def heartbeat(
+        self, run_ids: Iterable[int], *, instance: str, now: datetime, lease_ttl: float
+    ) -> set[int]:
+        """Extend owned leases (fenced); see :meth:`cronhub.storage.Storage.heartbeat`."""
+        ids = sorted(set(run_ids))
+        if not ids:
+            return set()
+
+        def renew(conn: Connection) -> set[int]:
+            lease = self._clock(conn, now) + timedelta(seconds=lease_ttl)
+            renewed: set[int] = set()
+            for chunk in chunks(ids):
+                update = (
+                    sa.update(runs)
+                    .where(
+                        runs.c.id.in_(chunk),
+                        runs.c.instance == instance,
+                        runs.c.status == RunStatus.RUNNING.value,
+                    )
+                    .values(lease_expires_at=lease)
+                    .returning(runs.c.id)
+                )
+                renewed.update(conn.execute(update).scalars())
+            return renewed
+
+        return self._run(renew, write=True)
+
+    def finish(self, run_id: int, completion: Completion, *, instance: str) -> bool:
+        """End an owned run and apply retry/dead letter/alerts in the same transaction."""
+        return self.finish_many([(run_id, completion)], instance=instance)[0]
+
+    def finish_many(
+        self, completions: Sequence[tuple[int, Completion]], *, instance: str
+    ) -> list[bool]:
+        """:meth:`finish` for several runs in one transaction; one answer per run, in order."""
+        completions = list(completions)
+        for run_id, completion in completions:
+            if not completion.status.terminal:
+                raise ValueError(
+                    f"run {run_id}: finish needs a terminal status, not {completion.status.value}"
+                )
+        if not completions:
+            return []
+        return self._run(
+            lambda c: [self._finish(c, i, done, instance) for i, done in completions], write=True
+        )
+
+    def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
+        fence = [
+            runs.c.id == run_id,
+            runs.c.instance == instance,
+            runs.c.status == RunStatus.RUNNING.value,
+        ]
+        row = conn.execute(sa.select(*runs.c).where(*fence)).mappings().first()
+        if row is None:
+            return False
+        finished_at = completion.finished_at.astimezone(UTC)
+        duration = completion.duration_ms
+        if duration is None:
+            duration = duration_ms(row["started_at"], finished_at)
+        values = {
+            "status": completion.status.value,
+            "finished_at": finished_at,
+            "duration_ms": duration,
+            "lease_expires_at": None,
+            "error_type": completion.error_type,
+            "error_message": completion.error_message,
+            "traceback": completion.traceback,
+            "log": completion.log,
+            "dead_letter": completion.dead_letter,
+        }
+        if conn.execute(sa.update(runs).where(*fence).values(values)).rowcount != 1:
+            return False
+        self._follow_up(conn, row, completion, now=finished_at)
+        return True
+
+    def _follow_up(
+        self, conn: Connection, row: RowMapping, completion: Completion, *, now: datetime
+    ) -> None:
+        """Queue the retry and write the alerts that ``completion`` asks for."""
+        if completion.retry_at is not None:
+            retry = {
+                **{c.name: row[c.name] for c in runs.c if c.name != "id"},
+                "attempt": row["attempt"] + 1,
+                "trigger": Trigger.RETRY.value,
+                "status": RunStatus.QUEUED.value,
+                "instance": None,
+                "created_at": now,
+                "not_before": utc(completion.retry_at),
+                "started_at": None,
+                "finished_at": None,
+                "duration_ms": None,
+                "lease_expires_at": None,
+                "error_type": None,
+                "error_message": None,
+                "traceback": None,
+                "log": "",
+                "dead_letter": False,
+            }
+            self._insert_if_absent(conn, retry)
+        if completion.alerts:
+            self._add_alerts(conn, completion.alerts, now)
+
+    def cancel(self, run_id: int, *, now: datetime, reason: str = "cancelled") -> Run | None:
+        """Cancel a queued or running run; ``None`` when unknown or already terminal."""
+
+        def stop(conn: Connection) -> Run | None:
+            ended = self._end_runs(
+                conn, [run_id], RunStatus.CANCELLED, self._clock(conn, now), reason=reason
+            )
+            return ended[0] if ended else None
+
+        return self._run(stop, write=True)
+
+    def reap(self, *, now: datetime, policy: CrashPolicy, limit: int = 100) -> list[Run]:
+        """Mark runs with expired leases ``crashed`` and apply ``policy``, atomically per run."""
+
+        def crash(conn: Connection) -> list[Run]:
+            current = self._clock(conn, now)
+            expired = [
+                runs.c.status == RunStatus.RUNNING.value,
+                runs.c.lease_expires_at < current,
+            ]
+            query = sa.select(*runs.c).where(*expired).order_by(runs.c.lease_expires_at)
+            crashed: list[Run] = []
+            for row in conn.execute(query.limit(limit)).mappings().all():
+                lease = row["lease_expires_at"]
+                values = {
+                    "status": RunStatus.CRASHED.value,
+                    "finished_at": current,
+                    "lease_expires_at": None,
+                    "duration_ms": duration_ms(row["started_at"], current),
+                    "error_type": "LeaseExpired",
+                    "error_message": (
+                        f"lease expired at {lease.isoformat()}: instance {row['instance']} "
+                        "stopped renewing it (crashed or stalled)"
+                    ),
+                }
+                # The WHERE repeats the expiry test: of two reapers, only one updates the row.
+                update = sa.update(runs).where(runs.c.id == row["id"], *expired).values(values)
+                if conn.execute(update).rowcount != 1:
+                    continue
+                run = row_to_run(row).replace(**{**values, "status": RunStatus.CRASHED})
+                completion = policy(run)
+                follow: dict[str, Any] = {"dead_letter": completion.dead_letter}
+                for name in ("error_type", "error_message", "traceback"):
+                    if getattr(completion, name) is not None:
+                        follow[name] = getattr(completion, name)
+                conn.execute(sa.update(runs).where(runs.c.id == run.id).values(follow))
+                self._follow_up(conn, row, completion, now=current)
+                crashed.append(run.replace(**follow))
+            return crashed
+
+        return self._run(crash, write=True)
+
+    def release(self, *, instance: str, now: datetime, status: RunStatus) -> list[Run]:
+        """End every run still ``running`` under ``instance`` with ``status`` (shutdown)."""
+        if not status.terminal:
+            raise ValueError(f"release needs a terminal status, not {status.value}")
+
+        def end(conn: Connection) -> list[Run]:
+            owned = sa.select(runs.c.id).where(
+                runs.c.instance == instance, runs.c.status == RunStatus.RUNNING.value
+            )
+            ids = list(conn.execute(owned.order_by(runs.c.id)).scalars())
+            return self._end_runs(
+                conn,
+                ids,
+                status,
+                self._clock(conn, now),
+                reason=f"released by instance {instance} at shutdown",
+                from_statuses=(RunStatus.RUNNING.value,),
+                instance=instance,
+            )
+
+        return self._run(end, write=True)

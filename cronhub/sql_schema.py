@@ -1,0 +1,307 @@
+"""The SQL schema of cronhub's relational storage backends, and its forward migrations.
+
+Shared by the SQLite and PostgreSQL plugins through :mod:`cronhub.sql`. Tables:
+
+- ``cronhub_runs``: history, one row per run, unique on ``(job, schedule_id, scheduled_for,
+  attempt)`` -- the exactly-once key. Manual runs have a NULL ``scheduled_for`` and are never
+  deduplicated (NULLs are distinct in unique indexes in both SQLite and PostgreSQL).
+- ``cronhub_jobs``: persistent per-job state (paused flag, high-water mark).
+- ``cronhub_outbox``: alerts written with the state change that caused them.
+- ``cronhub_meta``: ``schema_version``.
+
+It also holds the conversions between rows and :class:`cronhub.runs.Run`.
+
+Datetimes are stored as UTC. On PostgreSQL they are ``timestamptz``; on SQLite (which has no
+date type) they are fixed-width ISO 8601 text in naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``, so
+that string order is time order and SQL comparisons (``lease_expires_at < :now``) are correct.
+Both come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, RowMapping
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from cronhub.runs import ClaimRequest, Run, RunStatus, Trigger
+
+T = TypeVar("T")
+
+#: The schema version this code writes; older databases are migrated forward on open.
+SCHEMA_VERSION = 2
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC (``timestamptz``, or sortable ISO text on SQLite)."""
+
+    impl = sa.String(26)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
+        return dialect.type_descriptor(sa.String(26))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            # A naive datetime is ambiguous (local time? UTC?); refuse it rather than guess.
+            raise ValueError(f"naive datetime {value.isoformat()}: storage needs aware datetimes")
+        value = value.astimezone(UTC)
+        if dialect.name == "postgresql":
+            return value
+        # isoformat always zero-pads the year and, with timespec, the fraction: fixed width.
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON document stored as text (portable; PostgreSQL could use ``jsonb`` later)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def build_metadata(version: int = SCHEMA_VERSION) -> sa.MetaData:
+    """The tables and indexes as of schema ``version`` (the current one by default)."""
+    metadata = sa.MetaData()
+    run_columns: list[sa.Column[Any]] = [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("job", sa.String(200), nullable=False),
+        sa.Column("schedule_id", sa.String(200), nullable=False, server_default=""),
+        sa.Column("scheduled_for", UTCDateTime, nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("trigger", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("instance", sa.String(200), nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=True),
+        sa.Column("not_before", UTCDateTime, nullable=True),
+        sa.Column("started_at", UTCDateTime, nullable=True),
+        sa.Column("finished_at", UTCDateTime, nullable=True),
+        sa.Column("duration_ms", sa.Integer, nullable=True),
+        sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+        sa.Column("error_type", sa.String(200), nullable=True),
+        sa.Column("error_message", sa.Text, nullable=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+        sa.Column("log", sa.Text, nullable=False, server_default=""),
+        sa.Column("missed_count", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("dead_letter", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("params", JSONText, nullable=True),
+    ]
+    # AUTOINCREMENT on SQLite: ids are never reused after a purge, so the ``before`` cursor
+    # and "highest id is newest" stay true.
+    runs = sa.Table("cronhub_runs", metadata, *run_columns, sqlite_autoincrement=True)
+    sa.Index(
+        "uq_cronhub_runs_slot",
+        runs.c.job,
+        runs.c.schedule_id,
+        runs.c.scheduled_for,
+        runs.c.attempt,
+        unique=True,
+    )
+    sa.Index("ix_cronhub_runs_job_id", runs.c.job, runs.c.id)
+    sa.Index("ix_cronhub_runs_status_id", runs.c.status, runs.c.id)
+    sa.Index("ix_cronhub_runs_status_lease", runs.c.status, runs.c.lease_expires_at)
+    sa.Index("ix_cronhub_runs_status_not_before", runs.c.status, runs.c.not_before)
+    sa.Index("ix_cronhub_runs_dead_letter", runs.c.dead_letter, runs.c.id)
+    sa.Index("ix_cronhub_runs_finished_at", runs.c.finished_at)
+    if version >= 2:
+        # v2: one job's history by status (``cronhub history NAME --status failed``, the
+        # dashboard's failures of a job) without reading the job's whole history.
+        sa.Index("ix_cronhub_runs_job_status_id", runs.c.job, runs.c.status, runs.c.id)
+
+    sa.Table(
+        "cronhub_jobs",
+        metadata,
+        sa.Column("job", sa.String(200), primary_key=True),
+        sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("high_water", UTCDateTime, nullable=True),
+        sa.Column("updated_at", UTCDateTime, nullable=True),
+    )
+    outbox = sa.Table(
+        "cronhub_outbox",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("payload", JSONText, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sqlite_autoincrement=True,
+    )
+    sa.Index("ix_cronhub_outbox_due", outbox.c.next_attempt_at, outbox.c.id)
+    sa.Table(
+        "cronhub_meta",
+        metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    return metadata
+
+
+#: The current schema; queries are built against these tables.
+metadata = build_metadata()
+runs = metadata.tables["cronhub_runs"]
+jobs = metadata.tables["cronhub_jobs"]
+outbox = metadata.tables["cronhub_outbox"]
+meta = metadata.tables["cronhub_meta"]
+
+# -- migrations -------------------------------------------------------------------------------
+#
+# MIGRATIONS[n - 1] brings a database from version n - 1 to version n. Each runs in its own
+# write transaction, under the backend's schema lock, and the version is bumped in that same
+# transaction, so two processes opening a database at once apply each step exactly once.
+# Append new steps; never edit a released one.
+
+Migration = Callable[[Connection], None]
+
+
+def _v1_create_tables(conn: Connection) -> None:
+    """Version 1: the tables and indexes as first released."""
+    build_metadata(1).create_all(conn, checkfirst=True)
+
+
+def _v2_job_status_index(conn: Connection) -> None:
+    """Version 2: the ``(job, status, id)`` index of per-job history by status."""
+    index = next(
+        i
+        for i in build_metadata(2).tables["cronhub_runs"].indexes
+        if i.name == "ix_cronhub_runs_job_status_id"
+    )
+    index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_v1_create_tables, _v2_job_status_index]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def read_schema_version(conn: Connection) -> int:
+    """The database's schema version (0 for an empty database)."""
+    meta.create(conn, checkfirst=True)
+    value = conn.execute(
+        sa.select(meta.c.value).where(meta.c.key == "schema_version")
+    ).scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+def write_schema_version(conn: Connection, version: int) -> None:
+    """Record ``version`` in ``cronhub_meta``."""
+    updated = conn.execute(
+        sa.update(meta).where(meta.c.key == "schema_version").values(value=str(version))
+    )
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(meta).values(key="schema_version", value=str(version)))
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+#: Statuses of runs that are not over yet.
+ACTIVE_STATUSES = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+#: Statuses that never change again.
+TERMINAL_STATUSES = tuple(s.value for s in RunStatus if s.terminal)
+#: Columns of list queries: everything but the potentially large traceback and log.
+LIGHT_COLUMNS = [c for c in runs.c if c.name not in ("traceback", "log")]
+#: Ids or names per ``IN (...)`` list, well below every driver's parameter limit.
+CHUNK = 500
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """``value`` converted to UTC (``None`` stays ``None``)."""
+    return value.astimezone(UTC) if value is not None else None
+
+
+def duration_ms(start: datetime | None, end: datetime | None) -> int | None:
+    """Milliseconds from ``start`` to ``end``, or ``None`` when either is unknown."""
+    if start is None or end is None:
+        return None
+    return max(0, round((end - start).total_seconds() * 1000))
+
+
+def row_to_run(row: RowMapping) -> Run:
+    """A :class:`Run` from a ``cronhub_runs`` row (traceback and log may be absent)."""
+    return Run(
+        id=row["id"],
+        job=row["job"],
+        scheduled_for=row["scheduled_for"],
+        trigger=Trigger(row["trigger"]),
+        status=RunStatus(row["status"]),
+        attempt=row["attempt"],
+        schedule_id=row["schedule_id"] or "",
+        instance=row["instance"],
+        created_at=row["created_at"],
+        not_before=row["not_before"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        lease_expires_at=row["lease_expires_at"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        traceback=row.get("traceback"),
+        log=row.get("log") or "",
+        missed_count=row["missed_count"] or 0,
+        dead_letter=bool(row["dead_letter"]),
+        params=row["params"] or {},
+    )
+
+
+def claim_values(
+    request: ClaimRequest, status: RunStatus, instance: str, now: datetime, lease: datetime
+) -> dict[str, Any]:
+    """The ``cronhub_runs`` row a claim inserts for ``request`` with ``status``."""
+    running = status is RunStatus.RUNNING
+    return {
+        "job": request.job,
+        "schedule_id": request.schedule_id,
+        "scheduled_for": utc(request.scheduled_for),
+        "attempt": request.attempt,
+        "trigger": Trigger(request.trigger).value,
+        "status": status.value,
+        "instance": None if status is RunStatus.QUEUED else instance,
+        "created_at": now,
+        "not_before": utc(request.not_before) if status is RunStatus.QUEUED else None,
+        "started_at": now if running else None,
+        "finished_at": now if status.terminal else None,
+        "duration_ms": None,
+        "lease_expires_at": lease if running else None,
+        "error_type": None,
+        "error_message": None,
+        "traceback": None,
+        "log": "",
+        "missed_count": request.missed_count,
+        "dead_letter": False,
+        "params": dict(request.params),
+    }
+
+
+def values_to_run(run_id: int, values: dict[str, Any]) -> Run:
+    """The :class:`Run` of a row just inserted with ``values`` under ``run_id``."""
+    fields = dict(values)
+    fields["trigger"] = Trigger(fields["trigger"])
+    fields["status"] = RunStatus(fields["status"])
+    return Run(id=run_id, **fields)

@@ -1,0 +1,27 @@
+"""The storage conformance suite against the built-in ``memory://`` and the SQLite plugin."""
+
+from __future__ import annotations
+
+import pytest
+from cronhub_storage_sqlite import SqliteStorage
+
+from cronhub.builtin.memory_storage import MemoryStorage
+from cronhub.storage_contract import StorageContract
+
+
+class TestMemoryStorage(StorageContract):
+    @pytest.fixture
+    def storage(self):
+        storage = MemoryStorage("memory://")
+        storage.open()
+        yield storage
+        storage.close()
+
+
+class TestSqliteStorage(StorageContract):
+    @pytest.fixture
+    def storage(self, tmp_path):
+        storage = SqliteStorage(f"sqlite:///{tmp_path / 'cronhub.db'}")
+        storage.open()
+        yield storage
+        storage.close()
