@@ -22,7 +22,16 @@ from cronhub.alerting import AlertRouter
 from cronhub.catchup import plan_late_slots
 from cronhub.errors import HookError, JobDefinitionError
 from cronhub.runner import RunManager
-from cronhub.runs import Alert, ClaimOutcome, ClaimRequest, Completion, Run, RunStatus, Trigger
+from cronhub.runs import (
+    Alert,
+    ClaimOutcome,
+    ClaimRequest,
+    Completion,
+    Overlap,
+    Run,
+    RunStatus,
+    Trigger,
+)
 from cronhub.schedules import jitter_delay
 
 if TYPE_CHECKING:
@@ -192,7 +201,10 @@ class Engine:
             return
         due = slot
         if job.jitter:
-            interval = getattr(job.schedule, "interval", None)
+            schedule = job.schedule
+            interval = getattr(schedule, "interval", None) or getattr(
+                schedule, "min_interval", None
+            )
             due = slot + timedelta(seconds=jitter_delay(job.name, slot, job.jitter, interval))
         heapq.heappush(self._heap, (due, slot, job.name))
 
@@ -418,7 +430,7 @@ async def run_job_once(hub: Hub, name: str, *, params: dict[str, Any] | None = N
         job=job.name,
         scheduled_for=None,
         trigger=Trigger.MANUAL,
-        overlap=job.overlap.ALLOW,
+        overlap=Overlap.ALLOW,
         ignore_pause=True,
         params=params or {},
     )
