@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from cronhub.plugins import CronhubPluginManager
     from cronhub.runs import JobState
     from cronhub.storage import Storage
+
+log = logging.getLogger("cronhub")
 
 
 class Hub:
@@ -114,6 +117,11 @@ class Hub:
         if storage is None and url == DEFAULT_STORAGE and not self._explicit_storage():
             # Without the SQLite plugin installed, the default falls back to memory.
             storage = pm.call_provider("cronhub_storage", url="memory://")
+            log.warning(
+                "no storage plugin handles the default %s: using memory:// (nothing persists; "
+                "install cronhub-storage-sqlite or set a storage URL)",
+                url,
+            )
         if storage is None:
             raise UsageError(
                 f"no storage plugin handles {mask_url(url)!r} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
@@ -81,6 +81,7 @@ class CronhubPluginManager(pluggy.PluginManager):
         self.load_errors: list[PluginLoadError] = []
         self._blocked_names: set[str] = set()
         self._tracing = False
+        self._call_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # -- registration --------------------------------------------------------------------
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
@@ -242,6 +243,8 @@ class CronhubPluginManager(pluggy.PluginManager):
     def list_plugins(self) -> list[PluginInfo]:
         """Every plugin, loaded or not, with the hooks it implements."""
         for name, plugin in self.list_name_plugin():
+            if plugin is None:  # a blocked name: pluggy keeps it as a placeholder
+                continue
             info = self.infos.setdefault(name, PluginInfo(name=name, module=_module_of(plugin)))
             info.hooks = sorted(c.name for c in self.get_hookcallers(plugin) or [])
         return list(self.infos.values())
@@ -292,13 +295,31 @@ class CronhubPluginManager(pluggy.PluginManager):
         self.add_hookcall_monitoring(before, after)
 
     # -- calling hooks -------------------------------------------------------------------
+    def add_call_listener(
+        self, listener: Callable[[str, dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        """Be told of every hook call made through the ``call_*`` helpers; returns an undo.
+
+        pluggy's own monitoring (``add_hookcall_monitoring``) only sees calls dispatched by
+        ``pm.hook.<name>(...)``; the helpers call implementations one by one to name failures.
+        """
+        self._call_listeners.append(listener)
+        return lambda: self._call_listeners.remove(listener)
+
+    def _plain_impls(self, hook_name: str, kwargs: dict[str, Any]) -> list[Any]:
+        """Implementations in call order (last registered first), wrappers left out."""
+        for listener in list(self._call_listeners):
+            listener(hook_name, kwargs)
+        impls = reversed(getattr(self.hook, hook_name).get_hookimpls())
+        return [i for i in impls if not (i.hookwrapper or getattr(i, "wrapper", False))]
+
     def call_collector(self, hook_name: str, /, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call a collector hook per implementation; return ``(plugin name, result)`` pairs.
 
         A raising implementation becomes a :class:`HookError` naming the plugin.
         """
         results: list[tuple[str, Any]] = []
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+        for impl in self._plain_impls(hook_name, kwargs):
             if self._tracing:
                 log.info("hook %s -> plugin %s", hook_name, impl.plugin_name)
             try:
@@ -318,8 +339,7 @@ class CronhubPluginManager(pluggy.PluginManager):
 
     def call_provider(self, hook_name: str, /, **kwargs: Any) -> Any:
         """Call a firstresult hook; a raising implementation becomes a named ``HookError``."""
-        caller = getattr(self.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in self._plain_impls(hook_name, kwargs):
             # Mirror pluggy's firstresult loop so that a failure names its plugin.
             if self._tracing:
                 log.info("hook %s -> plugin %s", hook_name, impl.plugin_name)
@@ -337,7 +357,7 @@ class CronhubPluginManager(pluggy.PluginManager):
         Awaitable results are awaited. Each failure is logged naming the plugin and returned.
         """
         errors: list[HookError] = []
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+        for impl in self._plain_impls(hook_name, kwargs):
             if self._tracing:
                 log.info("hook %s -> plugin %s", hook_name, impl.plugin_name)
             try:

@@ -134,7 +134,7 @@ class HookCall:
 
 
 class HookRecorder:
-    """Records the hook calls of a plugin manager (pluggy's monitoring)."""
+    """Records every hook call of a plugin manager: pluggy dispatches and ``call_*`` helpers."""
 
     def __init__(self, pm: CronhubPluginManager) -> None:
         self.calls: list[HookCall] = []
@@ -145,7 +145,16 @@ class HookRecorder:
         def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
             return None
 
-        self._undo = pm.add_hookcall_monitoring(before, after)
+        undo_monitoring = pm.add_hookcall_monitoring(before, after)
+        undo_listener = pm.add_call_listener(
+            lambda hook_name, kwargs: self.calls.append(HookCall(hook_name, dict(kwargs)))
+        )
+
+        def undo() -> None:
+            undo_monitoring()
+            undo_listener()
+
+        self._undo = undo
 
     def named(self, hook: str) -> list[HookCall]:
         """The calls of one hook, in order."""

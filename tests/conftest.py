@@ -33,7 +33,7 @@ def run_cli(tmp_path):
 
     def run(
         *args: str,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         cwd: Path | None = None,
         pythonpath: list[Path] | None = None,
         timeout: float = 60,
@@ -42,7 +42,11 @@ def run_cli(tmp_path):
         environ["CRONHUB_STORAGE"] = environ.get("CRONHUB_TEST_STORAGE", "memory://")
         if pythonpath:
             environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
-        environ.update(env or {})
+        for key, value in (env or {}).items():  # None unsets a variable
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
         proc = subprocess.run(
             [CRONHUB, *args],
             capture_output=True,

@@ -219,7 +219,10 @@ def test_check_lists_every_problem(run_cli, fake_distribution, acme):
     assert result.code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert any("bad-jobs 2.0" in e and "job 'bad.job'" in e and "'0 25 * * *'" in e for e in errors)
-    assert any("broken-jobs 0.3" in e and "RuntimeError: boom" in e for e in errors)
+    assert [e for e in errors if "broken-jobs 0.3" in e and "RuntimeError: boom" in e] == [
+        next(e for e in errors if "broken-jobs" in e)
+    ], "the load error is printed exactly once"
+    assert result.stderr.rstrip().endswith("2 problem(s) found")
     good = run_cli("check", pythonpath=[acme])
     assert good.code == 0, good.stderr
     assert good.stdout.startswith("ok: ") and "job(s)" in good.stdout
@@ -295,3 +298,19 @@ def test_plugin_commands_are_added_and_collisions_named(plugin_manager, register
     register_plugin(Clash(), name="clash")
     with pytest.raises(UsageError, match="command 'list' of plugin 'clash' is already defined by"):
         make_cli(plugin_manager)
+
+
+def test_without_a_storage_plugin_the_default_falls_back_to_memory_and_says_so(run_cli):
+    result = run_cli(
+        "history", env={"CRONHUB_STORAGE": None, "CRONHUB_DISABLE_PLUGINS": "storage_sqlite"}
+    )
+    assert result.code == 0, result.stderr
+    assert "using memory:// (nothing persists" in result.stderr
+
+
+def test_an_explicit_url_no_plugin_handles_is_not_replaced_by_memory(run_cli):
+    result = run_cli(
+        "history",
+        env={"CRONHUB_STORAGE": "sqlite:///x.db", "CRONHUB_DISABLE_PLUGINS": "storage_sqlite"},
+    )
+    assert result.code == 2 and "installed backends: memory" in result.stderr

@@ -124,9 +124,10 @@ def test_essential_plugins_cannot_be_disabled():
 
 def test_unknown_disabled_name_warns_with_known_names(caplog):
     with caplog.at_level(logging.WARNING, logger="cronhub.plugins"):
-        get_plugin_manager(disabled=["nope"], entrypoints=False)
+        pm = get_plugin_manager(disabled=["nope"], entrypoints=False)
     [record] = [r for r in caplog.records if "nope" in r.getMessage()]
     assert "known plugins:" in record.getMessage() and "memory" in record.getMessage()
+    assert "nope" not in {info.name for info in pm.list_plugins()}
 
 
 def test_async_firstresult_implementation_is_rejected(plugin_manager):
@@ -243,3 +244,26 @@ def test_importing_cronhub_loads_no_plugin(fake_distribution, tmp_path, run_cli)
         timeout=60,
     )
     assert marker.exists()
+
+
+async def test_wrappers_are_left_out_of_helper_calls_and_calls_are_recorded(
+    plugin_manager, register_plugin, hook_calls
+):
+    seen = []
+
+    class Wrapping:
+        @cronhub.hookimpl(wrapper=True)
+        def cronhub_startup(self, hub):
+            seen.append("wrapper")
+            return (yield)
+
+    class Plain:
+        @cronhub.hookimpl
+        def cronhub_startup(self, hub):
+            seen.append("plain")
+
+    register_plugin(Wrapping(), name="wrapping")
+    register_plugin(Plain(), name="plain")
+    errors = await plugin_manager.call_each("cronhub_startup", hub=None)
+    assert errors == [] and seen == ["plain"]
+    assert [call.hook for call in hook_calls.named("cronhub_startup")] == ["cronhub_startup"]

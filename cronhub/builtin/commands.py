@@ -135,10 +135,12 @@ def check(ctx: typer.Context) -> None:
     """Import every plugin and validate every job; exit 2 listing every problem."""
     cli = state(ctx)
     pm = cli.pm
-    problems = [str(error) for error in pm.load_errors]
-    problems += [
-        info.error for info in pm.infos.values() if info.error and "unknown hook" in info.error
-    ]
+    # Plugins that failed to load, or implement unknown hooks, were already reported as one
+    # line each while loading; they are counted here, not printed twice.
+    reported = len(pm.load_errors) + sum(
+        1 for info in pm.infos.values() if info.error and "unknown hook" in info.error
+    )
+    problems: list[str] = []
     jobs: dict[str, object] = {}
     try:
         hub = cli.hub()
@@ -154,10 +156,10 @@ def check(ctx: typer.Context) -> None:
                 continue
             if executor is None:
                 problems.append(f"job {job.name!r}: no plugin provides executor {job.executor!r}")
-    if problems:
+    if problems or reported:
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)
-        typer.echo(f"{len(problems)} problem(s) found", err=True)
+        typer.echo(f"{len(problems) + reported} problem(s) found", err=True)
         raise typer.Exit(EXIT_USAGE)
     loaded = sum(1 for info in pm.infos.values() if not info.builtin and not info.disabled)
     typer.echo(f"ok: {loaded} plugin(s), {len(jobs)} job(s)")
