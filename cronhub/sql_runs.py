@@ -193,10 +193,12 @@ class SqlRuns:
         # Read what the decisions need in a few queries, decide in Python (in request order,
         # counting the batch's earlier rows), insert the new rows in one go, then cancel what
         # ``replace`` requests replace (the new run ids name the replacement).
-        now = self._clock(conn, now)
-        lease = now + timedelta(seconds=lease_ttl)
         names = sorted({r.job for r in requests})
         self._lock_jobs(conn, names)
+        # The clock is read once the job locks are held: a claim that waited for another
+        # instance's transaction starts its runs (and their leases) when it really does.
+        now = self._clock(conn, now)
+        lease = now + timedelta(seconds=lease_ttl)
         job_rows = self._job_rows(conn, names)
         paused = {job for job, (is_paused, _) in job_rows.items() if is_paused}
         replacing = {r.job for r in requests if r.overlap == Overlap.REPLACE}

@@ -1,0 +1,405 @@
+"""The PostgreSQL plugin against the real server: the conformance suite, claims under
+concurrency, the database clock, migrations, LISTEN/NOTIFY, instances and lost connections.
+
+Every test uses its own database (created and dropped by the ``postgres_database`` fixture);
+without a reachable server they skip, and ``CRONHUB_REQUIRE_POSTGRES=1`` makes that a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from cronhub_storage_postgres import PostgresStorage
+from cronhub_storage_postgres import plugin as postgres_plugin
+from cronhub_storage_postgres.testing import (  # noqa: F401 - fixtures
+    postgres_database,
+    postgres_server,
+    server_url,
+)
+from sqlalchemy.engine import make_url
+
+from cronhub.errors import StorageError
+from cronhub.plugins import get_plugin_manager
+from cronhub.runs import ClaimOutcome, ClaimRequest, Completion, Overlap, RunStatus, Trigger
+from cronhub.sql_schema import SCHEMA_VERSION, build_metadata, write_schema_version
+from cronhub.storage_contract import StorageContract
+
+
+class TestPostgresContract(StorageContract):
+    @pytest.fixture
+    def storage(self, postgres_database):  # noqa: F811
+        # The suite drives time with explicit ``now`` values in 2031: judge by them.
+        storage = PostgresStorage(f"{postgres_database}?db_clock=0")
+        storage.open()
+        yield storage
+        storage.close()
+
+
+T0 = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def storage(postgres_database):  # noqa: F811
+    storage = PostgresStorage(postgres_database)
+    storage.open()
+    yield storage
+    storage.close()
+
+
+def open_storage(url: str, **options) -> PostgresStorage:
+    storage = PostgresStorage(url, **options)
+    storage.open()
+    return storage
+
+
+def admin(url: str):
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return psycopg.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        dbname=parsed.database,
+        autocommit=True,
+    )
+
+
+# -- URLs and the plugin -----------------------------------------------------------------------
+
+
+def test_the_plugin_answers_postgresql_urls_only(postgres_database):  # noqa: F811
+    pm = get_plugin_manager()
+    for scheme in ("postgresql://", "postgresql+psycopg://", "postgres://"):
+        url = postgres_database.replace("postgresql://", scheme)
+        storage = pm.hook.cronhub_storage(url=url)
+        assert isinstance(storage, PostgresStorage), scheme
+        storage.open()
+        try:
+            assert storage.ping()
+        finally:
+            storage.close()
+    assert postgres_plugin.cronhub_storage(url="sqlite:///x.db") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u@h/db?colour=red", "unknown option(s) colour"),
+        ("postgresql://u@h/db?db_clock=maybe", "db_clock='maybe' is not a boolean"),
+        ("postgresql://u@h/db?pool_size=-1", "pool_size='-1' is not a whole number"),
+        ("postgresql+asyncpg://u@h/db", "driver 'asyncpg' is not supported"),
+        ("mysql://u@h/db", "not a postgresql:// URL"),
+    ],
+)
+def test_bad_urls_are_refused_naming_the_culprit(url, message):
+    with pytest.raises(StorageError, match=re.escape(message)):
+        PostgresStorage(url)
+
+
+def test_the_password_never_appears_in_the_url_or_errors():
+    storage = PostgresStorage("postgresql://cron:s3cret@127.0.0.1:1/db?connect_timeout=1")
+    assert "s3cret" not in storage.url and "s3cret" not in repr(storage)
+    with pytest.raises(StorageError) as caught:
+        storage.open()
+    assert "s3cret" not in str(caught.value)
+    assert "cannot open PostgreSQL storage" in str(caught.value)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def test_instances_opening_a_fresh_database_at_once_create_the_schema_once(postgres_database):  # noqa: F811
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+    opened: list[PostgresStorage] = []
+
+    def start() -> None:
+        storage = PostgresStorage(postgres_database)
+        barrier.wait()
+        try:
+            storage.open()
+            opened.append(storage)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        assert {s.schema_version() for s in opened} == {SCHEMA_VERSION}
+    finally:
+        for storage in opened:
+            storage.close()
+
+
+def test_an_old_schema_is_migrated_forward(postgres_database):  # noqa: F811
+    engine = sa.create_engine(postgres_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        build_metadata(1).create_all(conn)
+        write_schema_version(conn, 1)
+    engine.dispose()
+    storage = open_storage(postgres_database)
+    try:
+        assert storage.schema_version() == SCHEMA_VERSION
+        with admin(postgres_database) as conn:
+            names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+        assert "ix_cronhub_runs_job_status_id" in names
+    finally:
+        storage.close()
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+
+def test_racing_instances_claim_each_slot_once(postgres_database):  # noqa: F811
+    storages = [open_storage(postgres_database) for _ in range(4)]
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    slots = [now - timedelta(seconds=s) for s in range(5)]
+    claimed: Counter[tuple[str, datetime]] = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(storages))
+
+    def worker(index: int, storage: PostgresStorage) -> None:
+        barrier.wait()
+        for when in slots:
+            names = [f"job{n:03d}" for n in range(50)]
+            random.Random(index).shuffle(names)
+            requests = [ClaimRequest(name, when, overlap=Overlap.ALLOW) for name in names]
+            results = storage.claim(requests, instance=f"i{index}", now=now, lease_ttl=30)
+            with lock:
+                for result in results:
+                    if result.outcome is ClaimOutcome.CLAIMED:
+                        claimed[(result.request.job, when)] += 1
+
+    threads = [threading.Thread(target=worker, args=(i, s)) for i, s in enumerate(storages)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert len(claimed) == 50 * len(slots)
+        assert set(claimed.values()) == {1}
+    finally:
+        for storage in storages:
+            storage.close()
+
+
+def test_overlap_skip_holds_across_instances_claiming_different_slots(postgres_database):  # noqa: F811
+    # Two instances, two different slots of one skip job, at once, many times: never two
+    # running runs. The per-job row lock is what makes the second one see the first.
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    try:
+        for round_ in range(15):
+            job = f"skip{round_}"
+            barrier = threading.Barrier(2)
+            outcomes: list[RunStatus] = []
+
+            def go(
+                storage: PostgresStorage,
+                offset: int,
+                job: str = job,
+                barrier: threading.Barrier = barrier,
+                outcomes: list[RunStatus] = outcomes,
+            ) -> None:
+                barrier.wait()
+                (result,) = storage.claim(
+                    [ClaimRequest(job, base + timedelta(seconds=offset), overlap=Overlap.SKIP)],
+                    instance=f"i{offset}",
+                    now=base,
+                    lease_ttl=30,
+                )
+                assert result.run is not None
+                outcomes.append(result.run.status)
+
+            threads = [
+                threading.Thread(target=go, args=(a, 0)),
+                threading.Thread(target=go, args=(b, 1)),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert sorted(s.value for s in outcomes) == ["running", "skipped"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_claims_wait_on_the_jobs_row_lock_not_on_advisory_locks(storage, postgres_database):  # noqa: F811
+    slot = storage.database_now().replace(microsecond=0) - timedelta(seconds=1)
+    storage.set_paused("a", False, now=T0)  # the job's state row exists
+    done: list[ClaimOutcome] = []
+    with admin(postgres_database) as holder, admin(postgres_database) as observer:
+        holder.execute("BEGIN")
+        holder.execute("SELECT job FROM cronhub_jobs WHERE job = 'a' FOR UPDATE")
+        claimer = threading.Thread(
+            target=lambda: done.extend(
+                r.outcome
+                for r in storage.claim(
+                    [ClaimRequest("a", slot)], instance="i1", now=T0, lease_ttl=30
+                )
+            )
+        )
+        claimer.start()
+        deadline = time.monotonic() + 10
+        waiting: list[tuple] = []
+        while not waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = observer.execute(
+                "SELECT l.locktype FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.application_name = 'cronhub'"
+            ).fetchall()
+        advisory = observer.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ).fetchone()[0]
+        assert waiting and {row[0] for row in waiting} <= {"transactionid", "tuple"}
+        assert advisory == 0
+        assert done == []  # blocked behind the row lock
+        holder.execute("COMMIT")
+        claimer.join(30)
+    assert done == [ClaimOutcome.CLAIMED]
+
+
+# -- the database clock ------------------------------------------------------------------------
+
+
+def test_times_come_from_the_database_clock_not_the_callers_now(storage):
+    db_now = storage.database_now()
+    slot = db_now.replace(microsecond=0) - timedelta(seconds=1)
+    far_future = db_now + timedelta(days=3650)  # a wildly wrong caller clock
+    (result,) = storage.claim(
+        [ClaimRequest("a", slot)], instance="i1", now=far_future, lease_ttl=30
+    )
+    run = result.run
+    assert run is not None and run.started_at is not None and run.lease_expires_at is not None
+    assert abs((run.started_at - db_now).total_seconds()) < 5
+    assert abs((run.lease_expires_at - run.started_at).total_seconds() - 30) < 1
+    # A reaper whose own clock says the lease is long expired does not reap: the database's
+    # clock says it is not.
+    assert storage.reap(now=far_future, policy=lambda r: Completion(RunStatus.CRASHED)) == []
+    assert storage.get_run(run.id).status is RunStatus.RUNNING
+
+
+def test_a_claim_waits_for_the_database_clock_to_reach_its_slot(storage):
+    slot = storage.database_now() + timedelta(seconds=0.6)
+    (result,) = storage.claim([ClaimRequest("a", slot)], instance="i1", now=slot, lease_ttl=30)
+    assert result.run is not None and result.run.started_at is not None
+    assert result.run.started_at >= slot
+
+
+def test_the_clock_offset_is_measured_and_a_large_one_is_logged(storage, caplog):
+    assert storage.clock_offset is not None
+    assert abs(storage.measure_clock_offset()) < 0.5  # same host: the same clock
+    caplog.set_level(logging.WARNING, logger="cronhub.storage.postgres")
+    now = time.time()
+    storage._record_offset(datetime.fromtimestamp(now + 2.5, UTC), now, now)
+    assert storage.clock_offset == pytest.approx(2.5, abs=0.01)
+    assert "2.500 s behind the database's" in caplog.text
+
+
+# -- LISTEN / NOTIFY and instances ---------------------------------------------------------------
+
+
+def test_pause_resume_and_run_now_notify_other_instances(postgres_database):  # noqa: F811
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    events: queue.Queue[dict] = queue.Queue()
+    try:
+        b.subscribe(events.put)
+        time.sleep(0.5)  # let the listener connect
+        a.set_paused("nightly", True, now=T0)
+        assert events.get(timeout=5) == {"event": "job.paused", "job": "nightly"}
+        a.set_paused("nightly", False, now=T0)
+        assert events.get(timeout=5) == {"event": "job.resumed", "job": "nightly"}
+        manual = ClaimRequest("nightly", None, trigger=Trigger.MANUAL, status=RunStatus.QUEUED)
+        a.claim([manual], instance="a", now=T0, lease_ttl=30)
+        assert events.get(timeout=5) == {"event": "run.queued"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_instances_register_heartbeat_and_leave(postgres_database):  # noqa: F811
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    try:
+        a.subscribe(lambda event: None, instance="host-a:1", version="0.1.0", heartbeat=0.2)
+        b.register_instance("host-b:2", version="0.1.0")
+        deadline = time.monotonic() + 10
+        while len(b.instances()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listed = {i["id"]: i for i in b.instances()}
+        assert set(listed) == {"host-a:1", "host-b:2"}
+        assert listed["host-a:1"]["host"] == socket.gethostname()
+        assert listed["host-a:1"]["alive"] and listed["host-a:1"]["version"] == "0.1.0"
+        first = listed["host-a:1"]["heartbeat_at"]
+        time.sleep(0.6)
+        again = {i["id"]: i for i in b.instances()}
+        assert again["host-a:1"]["heartbeat_at"] > first
+        assert not {i["id"]: i for i in b.instances(stale_after=0)}["host-b:2"]["alive"]
+        a.unsubscribe()
+        assert [i["id"] for i in b.instances()] == ["host-b:2"]
+    finally:
+        a.close()
+        b.close()
+
+
+# -- lost connections ----------------------------------------------------------------------------
+
+
+def test_killed_connections_are_replaced_and_the_listener_reconnects(postgres_database):  # noqa: F811
+    storage = open_storage(postgres_database)
+    events: queue.Queue[dict] = queue.Queue()
+    try:
+        storage.subscribe(events.put)
+        slot = storage.database_now().replace(microsecond=0) - timedelta(seconds=2)
+        storage.claim([ClaimRequest("a", slot)], instance="i1", now=T0, lease_ttl=30)
+        time.sleep(0.5)
+        name = make_url(postgres_database).database
+        with admin(server_url()) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            ).fetchone()[0]
+        assert killed >= 2  # the pool's connection and the listener's
+        assert storage.ping()
+        (again,) = storage.claim(
+            [ClaimRequest("a", slot + timedelta(seconds=1))], instance="i1", now=T0, lease_ttl=30
+        )
+        assert again.outcome is ClaimOutcome.RECORDED
+        assert again.run is not None and again.run.status is RunStatus.SKIPPED
+        assert events.get(timeout=10) == {"event": "reconnected"}
+        storage.set_paused("a", True, now=T0)
+        assert events.get(timeout=5) == {"event": "job.paused", "job": "a"}
+    finally:
+        storage.close()
+
+
+def test_an_unreachable_server_fails_fast_and_ping_says_so(postgres_database):  # noqa: F811
+    storage = open_storage(postgres_database)
+    try:
+        storage._engine.dispose()
+        storage._engine = sa.create_engine(
+            "postgresql+psycopg://postgres@127.0.0.1:1/x", connect_args={"connect_timeout": 1}
+        )
+        assert not storage.ping()
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="storage postgresql"):
+            storage.job_states(["a"])
+        assert time.monotonic() - started < storage.reconnect_deadline + 10
+    finally:
+        storage.close()
