@@ -1,58 +1,125 @@
 """When to alert: the core's rules. How to alert is the ``cronhub_alert`` plugins' business.
 
 One alert when a failure streak begins (not one per failed run), one when the job recovers,
-one per crash, timeout and dead letter, one per job and outage for missed slots. Alerts are
-attached to the storage write of the state change (the outbox), and delivered by a loop.
+one per crash and timeout, one per dead letter streak, one per job and outage for missed
+slots. The streak is read from storage (the job's previous finished runs), never from process
+memory, so every instance and every restart agrees on it. Alerts ride on the storage write of
+the state change (the outbox) and :mod:`cronhub.outbox` delivers them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cronhub.runs import Alert, Run, RunStatus
+from cronhub.storage import RunFilter
 
 if TYPE_CHECKING:
     from cronhub.jobs import Job
+    from cronhub.storage import Storage
+
+#: Every alert kind, in the order the docs list them.
+ALERT_KINDS: tuple[str, ...] = ("failure", "recovery", "crash", "timeout", "dead_letter", "missed")
+
+#: Statuses that end a run and count for the streak (skipped, missed, cancelled do not).
+OUTCOME_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
+)
+
+#: How far back :func:`streak_of` reads a job's history.
+HISTORY_WINDOW = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """What storage says about a job just before one of its runs ends."""
+
+    #: The job's previous run that ended with an outcome failed (or crashed, timed out).
+    failing: bool = False
+    #: A dead letter was already written since the job last succeeded.
+    dead_letter: bool = False
+
+
+def streak_of(storage: Storage, job: str, run_id: int) -> Streak:
+    """Read ``job``'s streak from storage, ignoring run ``run_id`` (the one ending now).
+
+    Blocking: call it in the storage thread pool.
+    """
+    previous: Run | None = None
+    dead_letter = False
+    for run in storage.list_runs(RunFilter(job=job, limit=HISTORY_WINDOW)):
+        if run.id == run_id or run.status not in OUTCOME_STATUSES:
+            continue
+        if previous is None:
+            previous = run
+        if run.status is RunStatus.SUCCEEDED:
+            break
+        dead_letter = dead_letter or run.dead_letter
+    failing = previous is not None and previous.status is not RunStatus.SUCCEEDED
+    return Streak(failing=failing, dead_letter=dead_letter)
+
+
+def _base(job: Job, run: Run, status: RunStatus, now: datetime) -> dict[str, Any]:
+    return {
+        "job": job.name,
+        "run_id": run.id,
+        "status": str(status),
+        "attempt": run.attempt,
+        "scheduled_for": run.scheduled_for,
+        "created_at": now,
+        "details": {"tz": str(job.tz), "trigger": str(run.trigger)},
+    }
 
 
 class AlertRouter:
-    """Decides which alerts a state change raises, remembering each job's streak."""
+    """Decides which alerts a state change raises, from the streak storage reports."""
 
-    def __init__(self) -> None:
-        #: Whether each job's latest finished attempt failed.
-        self._failing: dict[str, bool] = {}
+    def alerts_for(
+        self,
+        job: Job,
+        run: Run,
+        status: RunStatus,
+        now: datetime,
+        *,
+        streak: Streak | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+        dead_letter: bool = False,
+    ) -> list[Alert]:
+        """Alerts raised by ``run`` of ``job`` ending with ``status``.
 
-    def seed(self, job: str, last_status: RunStatus | None) -> None:
-        """Start from the job's last recorded status (after a restart)."""
-        if last_status is not None and last_status.terminal:
-            self._failing[job] = last_status.failure
-
-    def alerts_for(self, job: Job, run: Run, status: RunStatus, now: datetime) -> list[Alert]:
-        """Alerts raised by ``run`` of ``job`` ending with ``status``."""
+        :param streak: The job's state before this run ended (:func:`streak_of`); ``None``
+            when it could not be read, which is treated as "not failing" (an extra alert
+            rather than a lost one).
+        :param dead_letter: This run failed its last attempt.
+        """
+        streak = streak or Streak()
+        base = {**_base(job, run, status, now), "error": error, "duration_ms": duration_ms}
         alerts: list[Alert] = []
-        base = {
-            "job": job.name,
-            "run_id": run.id,
-            "status": str(status),
-            "attempt": run.attempt,
-            "scheduled_for": run.scheduled_for,
-            "created_at": now,
-            "details": {"tz": str(job.tz)},
-        }
-        was_failing = self._failing.get(job.name, False)
         if status.failure:
-            self._failing[job.name] = True
             if status is RunStatus.CRASHED:
                 alerts.append(Alert(kind="crash", message="the run crashed", **base))
             elif status is RunStatus.TIMED_OUT:
                 alerts.append(Alert(kind="timeout", message="the run timed out", **base))
-            elif not was_failing:
+            elif not streak.failing:
                 alerts.append(Alert(kind="failure", message="the job started failing", **base))
-            if run.attempt > job.retries:
-                alerts.append(Alert(kind="dead_letter", message="the last attempt failed", **base))
-        elif status is RunStatus.SUCCEEDED:
-            self._failing[job.name] = False
-            if was_failing:
-                alerts.append(Alert(kind="recovery", message="the job succeeded again", **base))
-        return alerts
+            # With retries=0 every failed run is a dead letter and the failure alert says it
+            # already; a dead letter alert is for retries exhausted, once per streak.
+            if dead_letter and job.retries > 0 and not streak.dead_letter:
+                message = f"all {job.retries + 1} attempts failed: the run is a dead letter"
+                alerts.append(Alert(kind="dead_letter", message=message, **base))
+        elif status is RunStatus.SUCCEEDED and streak.failing:
+            alerts.append(Alert(kind="recovery", message="the job succeeded again", **base))
+        return [a for a in alerts if a.kind in job.alerts]
+
+    def missed(self, job: Job, run: Run, now: datetime) -> list[Alert]:
+        """The one alert of an outage: ``run`` is the ``missed`` record the claim wrote."""
+        if "missed" not in job.alerts:
+            return []
+        count = max(1, run.missed_count)
+        base = _base(job, run, RunStatus.MISSED, now)
+        base["details"] = {**base["details"], "missed_count": count}
+        message = f"{count} slot(s) missed (scheduler down or late)"
+        return [Alert(kind="missed", message=message, **base)]

@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cronhub.alerting import AlertRouter
+from cronhub.alerting import AlertRouter, Streak, streak_of
 from cronhub.catchup import plan_late_slots
 from cronhub.errors import HookError, JobDefinitionError
+from cronhub.outbox import AlertDelivery
 from cronhub.runner import RunManager
 from cronhub.runs import (
     Alert,
@@ -83,6 +84,8 @@ class Engine:
         self.last_tick: float | None = None
         self.runs = RunManager(self)
         self.alerts = AlertRouter()
+        #: Delivers the alert outbox (started with the scheduler).
+        self.delivery = AlertDelivery(hub, instance=self.instance, io=self.io)
 
     # -- storage access ------------------------------------------------------------------
     async def io(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -128,7 +131,9 @@ class Engine:
         await self._seed_heap()
         self._started = True
         self._loop_task = asyncio.create_task(self._loop(), name="cronhub-engine")
+        await self._subscribe()
         self.runs.start()
+        self.delivery.start()
         log.info(
             "scheduler started: instance %s, %d job(s), storage %s",
             self.instance,
@@ -142,8 +147,6 @@ class Engine:
         startup: list[ClaimRequest] = []
         for job in self.jobs.values():
             state = states.get(job.name)
-            if state is not None and state.last_run is not None:
-                self.alerts.seed(job.name, state.last_run.status)
             # Resume after the high-water mark: the loop finds late slots and catches up.
             after = state.high_water if state and state.high_water else now
             self._push_next(job, after)
@@ -172,6 +175,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         await self.runs.shutdown(self.shutdown_grace if grace is None else grace)
+        await self.delivery.stop()
+        unsubscribe = getattr(self.hub.storage, "unsubscribe", None)
+        if callable(unsubscribe):
+            with contextlib.suppress(Exception):
+                await self.io(unsubscribe)
         await self.pm.call_each("cronhub_shutdown", hub=self.hub)
         self._pool.shutdown(wait=True)
         self._started = False
@@ -189,6 +197,45 @@ class Engine:
     def running(self) -> bool:
         """``True`` while the loop is alive."""
         return bool(self._loop_task and not self._loop_task.done())
+
+    async def _subscribe(self) -> None:
+        """Listen to other instances' events where the storage can (an optional capability).
+
+        A storage with ``subscribe(callback, *, instance, version)`` (PostgreSQL's
+        LISTEN/NOTIFY) calls ``callback(event)`` from its own thread with events such as
+        ``{"event": "run.queued"}``, ``{"event": "job.resumed", "job": name}``; the engine then
+        wakes at once instead of at its next timer.
+        """
+        subscribe = getattr(self.hub.storage, "subscribe", None)
+        if not callable(subscribe):
+            return
+        from cronhub import __version__
+
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: dict[str, Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._on_storage_event, event)
+
+        try:
+            await self.io(subscribe, on_event, instance=self.instance, version=__version__)
+        except Exception as exc:
+            log.warning("storage events unavailable, timers only: %s", exc)
+
+    def _on_storage_event(self, event: dict[str, Any]) -> None:
+        """React to another instance's change: take queued runs, restart resumed jobs."""
+        if self._stopping or not self._started:
+            return
+        kind = event.get("event")
+        job = self.jobs.get(str(event.get("job")))
+        if kind == "job.resumed" and job is not None:
+            # As in set_paused: paused time is not caught up, the job's slots restart now.
+            self._heap = [e for e in self._heap if e[2] != job.name]
+            heapq.heapify(self._heap)
+            self._push_next(job, self.clock.now())
+            self._wake()
+        elif kind in ("run.queued", "reconnected"):
+            self._schedule_housekeeping(self.clock.now())
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -316,16 +363,69 @@ class Engine:
                     if result.run.status is RunStatus.QUEUED:
                         self._schedule_housekeeping(self.clock.now())
                     await self.runs.recorded(result.run)
+            missed = [
+                r.run
+                for r in results
+                if r.outcome is ClaimOutcome.RECORDED and r.run and r.run.status is RunStatus.MISSED
+            ]
+            if missed:
+                await self._alert_missed(missed)
             if any(r.request.overlap == "replace" and r.run for r in results):
                 for result in results:
                     if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
                         self.runs.cancel_local_others(result.run)
 
-    def alerts_for(self, job: Job | None, run: Run, status: RunStatus) -> list[Alert]:
+    def alerts_for(
+        self,
+        job: Job | None,
+        run: Run,
+        status: RunStatus,
+        *,
+        streak: Streak | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+        dead_letter: bool = False,
+    ) -> list[Alert]:
         """The alerts a run ending with ``status`` raises (written with its outcome)."""
         if job is None:
             return []
-        return self.alerts.alerts_for(job, run, status, self.clock.now())
+        return self.alerts.alerts_for(
+            job,
+            run,
+            status,
+            self.clock.now(),
+            streak=streak,
+            error=error,
+            duration_ms=duration_ms,
+            dead_letter=dead_letter,
+        )
+
+    async def alert_streak(self, job: Job | None, run: Run) -> Streak | None:
+        """The job's failure streak as storage records it, before ``run`` ends (or ``None``)."""
+        if job is None or not job.alerts:
+            return None
+        try:
+            return await self.io(streak_of, self.hub.storage, job.name, run.id)
+        except Exception as exc:
+            log.warning("job %s: cannot read its streak for alerts: %s", job.name, exc)
+            return None
+
+    async def _alert_missed(self, runs: Sequence[Run]) -> None:
+        # The claim that wrote the ``missed`` record is unique (one instance wins it), so the
+        # alert is raised once per job and outage. It is written right after that claim.
+        alerts = []
+        for run in runs:
+            job = self.jobs.get(run.job)
+            if job is not None:
+                alerts.extend(self.alerts.missed(job, run, self.clock.now()))
+        if not alerts:
+            return
+        try:
+            await self.io_retry("alerts", self.hub.storage.add_alerts, alerts, now=self.clock.now())
+        except Exception as exc:
+            log.error("cannot write %d missed-slot alert(s): %s", len(alerts), exc)
+            return
+        self.delivery.wake()
 
     # -- housekeeping --------------------------------------------------------------------
     def _schedule_housekeeping(self, when: datetime) -> None:

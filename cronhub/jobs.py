@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from cronhub.alerting import ALERT_KINDS
 from cronhub.errors import JobDefinitionError, ScheduleError
 from cronhub.runs import Overlap
 from cronhub.schedules import (
@@ -57,6 +58,8 @@ class Job:
     plugin: str = "app"
     #: Whether ``func`` takes a ``RunContext`` argument.
     takes_context: bool = False
+    #: The alert kinds raised for this job (``alerts=False`` mutes it: an empty tuple).
+    alerts: tuple[str, ...] = ALERT_KINDS
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -100,6 +103,7 @@ class Job:
             "run_on_startup": self.run_on_startup,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
+            "alerts": list(self.alerts),
         }
 
 
@@ -127,6 +131,7 @@ def job(
     run_on_startup: bool = False,
     tags: Sequence[str] = (),
     description: str | None = None,
+    alerts: bool | Sequence[str] = True,
 ) -> Any:
     """Declare a scheduled job. Exactly one of ``cron``, ``every`` and ``at`` is required.
 
@@ -207,6 +212,7 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
         tags=tuple(tags),
         description=str(description),
         takes_context=takes_context,
+        alerts=check.alerts(options.get("alerts", True)),
     )
 
 
@@ -313,6 +319,19 @@ class _Checker:
         if not isinstance(value, bool):
             raise self.fail(option, value, "must be True or False")
         return value
+
+    def alerts(self, value: Any) -> tuple[str, ...]:
+        # True: every kind; False: muted; or a list of kinds (issue 6).
+        if value is True:
+            return ALERT_KINDS
+        if value is False:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise self.fail("alerts", value, "must be True, False or a list of alert kinds")
+        for kind in value:
+            if kind not in ALERT_KINDS:
+                raise self.fail("alerts", kind, f"must be one of {', '.join(ALERT_KINDS)}")
+        return tuple(k for k in ALERT_KINDS if k in value)
 
     def choice(self, option: str, value: Any, choices: Sequence[str]) -> str:
         if value not in choices:

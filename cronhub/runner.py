@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from cronhub.alerting import Streak
 from cronhub.context import RunContext, release_logger, run_logger
 from cronhub.executors import Outcome
 from cronhub.runs import Completion, Run, RunStatus
@@ -39,6 +40,8 @@ class _Active:
     task: asyncio.Task[Outcome] | None = None
     renewed_at: float = 0.0
     cancel_reason: str | None = None
+    #: The job's failure streak read from storage before the outcome is written (alerts).
+    streak: Streak | None = None
 
 
 class RunManager:
@@ -128,6 +131,7 @@ class RunManager:
             self._active.pop(run.id, None)
             log.warning("run %d of %s: lease lost; cancelled without recording", run.id, run.job)
             return run
+        entry.streak = await engine.alert_streak(job, run)
         now = clock.now()
         elapsed = max(clock.monotonic() - started, time.monotonic() - wall_started)
         completion = self._completion(job, run, outcome, capture.text(), now, elapsed, entry)
@@ -161,6 +165,8 @@ class RunManager:
         if not written:
             log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
             return finished
+        if completion.alerts:
+            engine.delivery.wake()
         if completion.retry_at is not None:
             engine._schedule_housekeeping(completion.retry_at)
         elif job is not None and job.overlap != "allow":
@@ -204,7 +210,16 @@ class RunManager:
                 dead_letter = True
         elif status is RunStatus.CANCELLED and entry.cancel_reason == SHUTDOWN and retries_left:
             retry_at = now
-        alerts = self.engine.alerts_for(job, run, status) if job is not None else ()
+        error = f"{outcome.error_type}: {outcome.error_message}" if outcome.error_type else None
+        alerts = self.engine.alerts_for(
+            job,
+            run,
+            status,
+            streak=entry.streak,
+            error=error,
+            duration_ms=int(elapsed * 1000),
+            dead_letter=dead_letter,
+        )
         return Completion(
             status=status,
             finished_at=now,
@@ -326,7 +341,15 @@ class RunManager:
         def policy(run: Run) -> Completion:
             job = engine.jobs.get(run.job)
             completion = completion_for_crash(job, run, now)
-            alerts = engine.alerts_for(job, run, RunStatus.CRASHED) if job else ()
+            # No storage read here (this runs inside the reaper's transaction): a crash always
+            # alerts, and a dead letter alert follows when retries are exhausted.
+            alerts = engine.alerts_for(
+                job,
+                run,
+                RunStatus.CRASHED,
+                error=f"Crashed: lease of instance {run.instance} expired",
+                dead_letter=completion.dead_letter,
+            )
             return Completion(
                 completion.status,
                 completion.finished_at,
@@ -338,6 +361,8 @@ class RunManager:
             )
 
         crashed = await engine.io_retry("reap", engine.hub.storage.reap, now=now, policy=policy)
+        if crashed:
+            engine.delivery.wake()
         for run in crashed:
             log.warning("run %d of %s on %s crashed (lease expired)", run.id, run.job, run.instance)
             await engine.pm.call_each("cronhub_run_finished", run=run)

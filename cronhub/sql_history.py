@@ -251,6 +251,44 @@ class SqlHistory:
 
         return self._run(read, write=False)
 
+    def claim_alerts(self, *, now: datetime, lease: float, limit: int = 50) -> list[OutboxItem]:
+        """Due outbox items, each hidden from other claimers for ``lease`` seconds.
+
+        Each row is taken with a compare-and-set on ``next_attempt_at``, so of two instances
+        claiming at once exactly one gets a given row; a sender that dies lets it reappear
+        when the lease ends.
+        """
+
+        def claim(conn: Connection) -> list[OutboxItem]:
+            current = self._clock(conn, now)
+            query = (
+                sa.select(outbox)
+                .where(outbox.c.next_attempt_at <= current)
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            until = current + timedelta(seconds=lease)
+            taken = []
+            for row in conn.execute(query).mappings().all():
+                update = (
+                    sa.update(outbox)
+                    .where(outbox.c.id == row["id"])
+                    .where(outbox.c.next_attempt_at == row["next_attempt_at"])
+                    .values(next_attempt_at=until)
+                )
+                if conn.execute(update).rowcount == 1:
+                    taken.append(
+                        OutboxItem(
+                            id=row["id"],
+                            alert=Alert.from_dict(row["payload"]),
+                            attempts=row["attempts"],
+                            next_attempt_at=until,
+                        )
+                    )
+            return taken
+
+        return self._run(claim, write=True)
+
     def alert_delivered(self, item_id: int) -> None:
         """Remove a delivered outbox item."""
         delete = sa.delete(outbox).where(outbox.c.id == item_id)

@@ -530,6 +530,19 @@ class MemoryStorage:
             ]
         return due[:limit]
 
+    def claim_alerts(self, *, now: datetime, lease: float, limit: int = 50) -> list[OutboxItem]:
+        """Due outbox items, each hidden from other claimers for ``lease`` seconds."""
+        until = now.astimezone(UTC) + timedelta(seconds=lease)
+        with self._lock:
+            due = [
+                (item_id, row)
+                for item_id, row in self._outbox.items()
+                if row.next_attempt_at is None or row.next_attempt_at <= now
+            ][:limit]
+            for _, row in due:
+                row.next_attempt_at = until
+            return [OutboxItem(item_id, row.alert, row.attempts, until) for item_id, row in due]
+
     def alert_delivered(self, item_id: int) -> None:
         """Remove a delivered outbox item."""
         with self._lock:
