@@ -7,6 +7,7 @@ without a reachable server they skip, and ``CRONHUB_REQUIRE_POSTGRES=1`` makes t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import random
@@ -29,7 +30,10 @@ from cronhub_storage_postgres.testing import (  # noqa: F401 - fixtures
 )
 from sqlalchemy.engine import make_url
 
+from cronhub.config import load_settings
+from cronhub.engine import Engine
 from cronhub.errors import StorageError
+from cronhub.hub import Hub
 from cronhub.plugins import get_plugin_manager
 from cronhub.runs import ClaimOutcome, ClaimRequest, Completion, Overlap, RunStatus, Trigger
 from cronhub.sql_schema import SCHEMA_VERSION, build_metadata, write_schema_version
@@ -401,5 +405,50 @@ def test_an_unreachable_server_fails_fast_and_ping_says_so(postgres_database):  
         with pytest.raises(StorageError, match="storage postgresql"):
             storage.job_states(["a"])
         assert time.monotonic() - started < storage.reconnect_deadline + 10
+    finally:
+        storage.close()
+
+
+# -- the engine wakes on other instances' events --------------------------------------------------
+
+
+async def test_a_run_queued_elsewhere_starts_at_once_not_at_the_next_timer(
+    postgres_database,  # noqa: F811
+    plugin_manager,
+    register_plugin,
+):
+    register_plugin(postgres_plugin, name="storage_postgres")
+    settings = {"storage": postgres_database, "instance_id": "engine-a", "reaper_interval": 3600}
+    hub = Hub(
+        storage=postgres_database,
+        plugin_manager=plugin_manager,
+        settings=load_settings(settings, cwd="/"),
+    )
+    ran = asyncio.Event()
+
+    @hub.job(name="report", every=3600)
+    async def report() -> None:
+        ran.set()
+
+    other = open_storage(postgres_database)  # an API-only instance: queues, runs nothing
+    engine = Engine(hub)
+    await engine.start()
+    try:
+        assert hub.storage.instances()[0]["id"] == "engine-a"
+        await asyncio.sleep(0.5)  # the first housekeeping pass is over; the next is in an hour
+        manual = ClaimRequest("report", None, trigger=Trigger.MANUAL, status=RunStatus.QUEUED)
+        other.claim([manual], instance="api", now=T0, lease_ttl=30)
+        await asyncio.wait_for(ran.wait(), timeout=10)
+    finally:
+        await engine.stop(grace=1)
+        other.close()
+        hub.close()
+    assert [i["id"] for i in other_instances(postgres_database)] == []
+
+
+def other_instances(url: str) -> list[dict]:
+    storage = open_storage(url)
+    try:
+        return storage.instances()
     finally:
         storage.close()

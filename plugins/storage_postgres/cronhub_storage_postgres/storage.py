@@ -75,6 +75,10 @@ MAX_EARLY_WAIT = 10.0
 #: Key of the transaction-level advisory lock that serialises schema migrations.
 SCHEMA_LOCK_KEY = 0x63726F6E  # "cron"
 
+#: This host's wall clock, the other side of :attr:`PostgresStorage.clock_offset` (a test
+#: harness replaces it to simulate a skewed host).
+local_time: Callable[[], float] = time.time
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # SQLSTATEs after which the whole transaction is simply run again.
@@ -317,9 +321,9 @@ class PostgresStorage(SqlStorage):
         """``clock_timestamp()`` (or ``now`` with ``db_clock=0``); measures the offset too."""
         if not self.db_clock:
             return now
-        before = time.time()
+        before = local_time()
         current: datetime = conn.execute(_DB_NOW).scalar_one()
-        after = time.time()
+        after = local_time()
         self._record_offset(current, before, after)
         return current.astimezone(UTC)
 
@@ -347,9 +351,9 @@ class PostgresStorage(SqlStorage):
         best: tuple[float, datetime, float, float] | None = None
         with engine.connect() as conn:
             for _ in range(3):  # keep the sample with the shortest round trip
-                before = time.time()
+                before = local_time()
                 db_now = conn.execute(_DB_NOW).scalar_one()
-                after = time.time()
+                after = local_time()
                 if best is None or after - before < best[0]:
                     best = (after - before, db_now, before, after)
             conn.rollback()
@@ -487,6 +491,8 @@ class PostgresStorage(SqlStorage):
             raise StorageError(f"storage {self.url} is not open")
         if self._listener is not None:
             raise StorageError(f"storage {self.url}: already subscribed")
+        if instance is not None:
+            self.register_instance(instance, version=version)
         self._listener = _Listener(self, callback, instance, version, heartbeat)
         self._listener.start()
 
@@ -617,7 +623,7 @@ class _Listener:
     def _main(self) -> None:
         failures = 0
         connected_once = False
-        next_beat = 0.0
+        next_beat = time.monotonic() + self.heartbeat  # subscribe() registered it just now
         while not self._stop.is_set():
             try:
                 conn = self._connect()
