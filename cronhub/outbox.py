@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cronhub.errors import CronhubError
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cronhub.outbox")
 T = TypeVar("T")
 
-#: Seconds between looks at the outbox when nothing woke the loop.
-POLL_INTERVAL = 5.0
+#: Seconds between looks at the outbox when nothing woke the loop (alerts written by other
+#: instances). This instance wakes the loop itself when it writes alerts or a retry is due.
+POLL_INTERVAL = 30.0
 #: First retry delay after a failed delivery, doubled per attempt up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF = 5.0
 MAX_BACKOFF = 900.0
@@ -75,6 +76,11 @@ class AlertDelivery:
         # Plugins that already took an item; only the others are asked again (in memory: after
         # a restart every plugin gets the alert once more, which is "at least once").
         self._done: dict[int, set[str]] = {}
+        # When retries scheduled here are due: the loop sleeps until the earliest.
+        self._retries: set[datetime] = set()
+        # ``[tool.cronhub.alerts] lease`` / ``CRONHUB_ALERTS_LEASE``: how long a claimed row
+        # stays hidden from other instances (a sender killed mid-send delays it this long).
+        self.lease = float(hub.settings.section("alerts").get("lease") or LEASE)
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._io is not None:
@@ -110,7 +116,13 @@ class AlertDelivery:
             except Exception as exc:
                 # Storage down: the alerts wait in the outbox, nothing is lost.
                 log.warning("alert outbox unavailable: %s; retrying", exc)
-            sleeper = asyncio.ensure_future(self.clock.sleep(POLL_INTERVAL))
+            now = self.clock.now()
+            self._retries = {when for when in self._retries if when > now}
+            # A fake clock says how long it may sleep at once (as for the engine's loop).
+            delay = float(getattr(self.clock, "max_sleep", POLL_INTERVAL))
+            if self._retries:
+                delay = min(delay, (min(self._retries) - now).total_seconds())
+            sleeper = asyncio.ensure_future(self.clock.sleep(max(delay, 0.0)))
             waker = asyncio.ensure_future(self._wakeup.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,10 +137,19 @@ class AlertDelivery:
         now = self.clock.now()
         claim = getattr(storage, "claim_alerts", None)
         if claim is not None:
-            items = await self._call(claim, now=now, lease=LEASE, limit=BATCH)
+            items = await self._call(claim, now=now, lease=self.lease, limit=BATCH)
         else:
             # A storage without claim_alerts: single-instance behaviour (documented).
             items = await self._call(storage.pending_alerts, now=now, limit=BATCH)
+        # Rows leased by another (maybe dead) sender or due for a retry soon: wake up then,
+        # rather than at the next poll.
+        soon = await self._call(
+            storage.pending_alerts, now=now + timedelta(seconds=POLL_INTERVAL), limit=BATCH
+        )
+        taken = {item.id for item in items}
+        self._retries.update(
+            i.next_attempt_at for i in soon if i.id not in taken and i.next_attempt_at is not None
+        )
         if not items:
             return 0
         results = await asyncio.gather(*(self._deliver(item) for item in items))
@@ -171,6 +192,7 @@ class AlertDelivery:
                 delay,
             )
         retry_at = self.clock.now() + timedelta(seconds=delay)
+        self._retries.add(retry_at)
         await self._call(storage.alert_failed, item.id, retry_at=retry_at, error=error)
         return False
 
