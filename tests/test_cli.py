@@ -313,4 +313,6 @@ def test_an_explicit_url_no_plugin_handles_is_not_replaced_by_memory(run_cli):
         "history",
         env={"CRONHUB_STORAGE": "sqlite:///x.db", "CRONHUB_DISABLE_PLUGINS": "storage_sqlite"},
     )
-    assert result.code == 2 and "installed backends: memory" in result.stderr
+    assert result.code == 2, result.stderr
+    backends = result.stderr.split("installed backends: ")[1]
+    assert "memory" in backends and "storage_sqlite" not in backends
