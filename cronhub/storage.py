@@ -171,6 +171,15 @@ class Storage(Protocol):
         """``queued`` and ``running`` runs, optionally of one job."""
         ...
 
+    def recent_runs(self, jobs: Iterable[str], *, per_job: int = 10) -> dict[str, list[Run]]:
+        """The newest ``per_job`` runs of each named job, newest first, without traceback and log.
+
+        Every name is a key of the answer (``[]`` for a job without runs). Used by the
+        dashboard's jobs table, so it must not cost a round trip per job, nor read a job's
+        whole history: one query, or a few for very many names, each an index range scan.
+        """
+        ...
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete terminal runs finished (or created) before ``older_than``; return how many."""
         ...

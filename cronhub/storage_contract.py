@@ -676,6 +676,37 @@ class StorageContract:
         assert [r.id for r in storage.active_runs("b")] == [queued.id]
         assert storage.active_runs("nobody") == []
 
+    def test_recent_runs_per_job_newest_first(self, storage: Storage) -> None:
+        allow = {"overlap": Overlap.ALLOW}
+        results = self.claim(storage, *[req("a" if n % 3 else "b", n, **allow) for n in range(25)])
+        storage.finish(results[1].run.id, done(traceback="tb", log="hello\n"), instance="i1")
+        by_job: dict[str, list[int]] = {"a": [], "b": []}
+        for result in results:
+            assert result.run is not None
+            by_job[result.run.job].insert(0, result.run.id)
+        recent = storage.recent_runs(["b", "a", "nobody", "a"], per_job=4)
+        assert list(recent) == ["b", "a", "nobody"]
+        assert [r.id for r in recent["a"]] == by_job["a"][:4]
+        assert [r.id for r in recent["b"]] == by_job["b"][:4]
+        assert recent["nobody"] == []
+        assert all(r.job == "a" for r in recent["a"])
+        everything = storage.recent_runs(["a"], per_job=100)["a"]
+        assert [r.id for r in everything] == by_job["a"]
+        finished = next(r for r in everything if r.id == results[1].run.id)
+        assert finished.status is RunStatus.SUCCEEDED
+        assert (finished.traceback, finished.log) == (None, "")
+        assert storage.recent_runs(["a"], per_job=0) == {"a": []}
+        assert storage.recent_runs([]) == {}
+
+    def test_recent_runs_of_many_jobs(self, storage: Storage) -> None:
+        names = [f"job-{n:04d}" for n in range(450)]
+        allow = {"overlap": Overlap.ALLOW}
+        self.claim(storage, *[req(name, m, **allow) for name in names for m in range(2)])
+        recent = storage.recent_runs(names, per_job=1)
+        assert list(recent) == names
+        assert all(len(runs) == 1 and runs[0].job == name for name, runs in recent.items())
+        assert all(runs[0].scheduled_for == slot(1) for runs in recent.values())
+
     # -- job state ----------------------------------------------------------------------------
     def test_job_states_of_unknown_jobs_are_defaults(self, storage: Storage) -> None:
         assert storage.job_states(["x", "y"]) == {"x": JobState("x"), "y": JobState("y")}

@@ -435,6 +435,18 @@ class MemoryStorage:
             active = [self._runs[i] for i in sorted(self._active)]
         return [_light(run) for run in active if job is None or run.job == job]
 
+    def recent_runs(self, jobs: Iterable[str], *, per_job: int = 10) -> dict[str, list[Run]]:
+        """The newest ``per_job`` runs of each named job, newest first (light)."""
+        with self._lock:
+            return {
+                name: [
+                    _light(self._runs[i]) for i in reversed(self._by_job.get(name, [])[-per_job:])
+                ]
+                if per_job > 0
+                else []
+                for name in dict.fromkeys(jobs)
+            }
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete terminal runs finished (or created) before ``older_than``."""
         with self._lock:
