@@ -115,6 +115,22 @@ class SqlHistory:
             recent.sort(key=lambda run: run.id, reverse=True)
         return found
 
+    def count_runs(
+        self, *, finished_after: datetime | None = None, dead_letter: bool | None = None
+    ) -> dict[str, int]:
+        """How many runs there are of each status, optionally finished after a time.
+
+        ``finished_after`` is a range scan of the ``finished_at`` index; ``dead_letter`` one of
+        the dead-letter index.
+        """
+        query = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        if finished_after is not None:
+            query = query.where(runs.c.finished_at > finished_after)
+        if dead_letter is not None:
+            query = query.where(runs.c.dead_letter.is_(dead_letter))
+        rows = self._run(lambda c: c.execute(query).all(), write=False)
+        return {str(status): int(count) for status, count in rows if count}
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete terminal runs finished (or created) before ``older_than``, in chunks."""
         # Two index range scans on finished_at (NULL only for active rows, normally); "NOT IN

@@ -180,6 +180,18 @@ class Storage(Protocol):
         """
         ...
 
+    def count_runs(
+        self, *, finished_after: datetime | None = None, dead_letter: bool | None = None
+    ) -> dict[str, int]:
+        """How many runs there are of each status (a status without runs is left out).
+
+        With ``finished_after``, only runs whose ``finished_at`` is later (active runs have
+        none and are not counted); with ``dead_letter``, only runs with that flag. Used by
+        ``/api/stats`` for the last hour and day, so it must be an index range scan (on
+        ``finished_at``, or on the dead-letter flag), never a read of the whole history.
+        """
+        ...
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete terminal runs finished (or created) before ``older_than``; return how many."""
         ...

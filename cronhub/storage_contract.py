@@ -707,6 +707,34 @@ class StorageContract:
         assert all(len(runs) == 1 and runs[0].job == name for name, runs in recent.items())
         assert all(runs[0].scheduled_for == slot(1) for runs in recent.values())
 
+    def test_count_runs_by_status_finished_after_and_dead_letter(self, storage: Storage) -> None:
+        assert storage.count_runs() == {}
+        a, b = self.start(storage, "a"), self.start(storage, "b")
+        self.start(storage, "c")
+        self.queue(storage, "q")
+        (skipped,) = self.claim(storage, req("c", 1), now=at(1))
+        assert skipped.run is not None and skipped.run.status is RunStatus.SKIPPED
+        storage.finish(a.id, done(seconds=5), instance="i1")
+        storage.finish(b.id, done(RunStatus.FAILED, seconds=65, dead_letter=True), instance="i1")
+        assert storage.count_runs() == {
+            "running": 1,
+            "queued": 1,
+            "skipped": 1,
+            "succeeded": 1,
+            "failed": 1,
+        }
+        assert storage.count_runs(finished_after=at(0)) == {
+            "skipped": 1,
+            "succeeded": 1,
+            "failed": 1,
+        }
+        assert storage.count_runs(finished_after=at(5)) == {"failed": 1}  # strictly after
+        assert storage.count_runs(finished_after=at(65)) == {}
+        assert storage.count_runs(dead_letter=True) == {"failed": 1}
+        assert storage.count_runs(finished_after=at(10), dead_letter=False) == {}
+        storage.clear_dead_letters()
+        assert storage.count_runs(dead_letter=True) == {}
+
     # -- job state ----------------------------------------------------------------------------
     def test_job_states_of_unknown_jobs_are_defaults(self, storage: Storage) -> None:
         assert storage.job_states(["x", "y"]) == {"x": JobState("x"), "y": JobState("y")}

@@ -447,6 +447,22 @@ class MemoryStorage:
                 for name in dict.fromkeys(jobs)
             }
 
+    def count_runs(
+        self, *, finished_after: datetime | None = None, dead_letter: bool | None = None
+    ) -> dict[str, int]:
+        """How many runs there are of each status, optionally finished after a time."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for run in self._runs.values():
+                if finished_after is not None and (
+                    run.finished_at is None or run.finished_at <= finished_after
+                ):
+                    continue
+                if dead_letter is not None and run.dead_letter != dead_letter:
+                    continue
+                counts[run.status.value] = counts.get(run.status.value, 0) + 1
+        return counts
+
     def purge(self, *, older_than: datetime) -> int:
         """Delete terminal runs finished (or created) before ``older_than``."""
         with self._lock:
