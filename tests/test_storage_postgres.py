@@ -327,12 +327,59 @@ def test_pause_resume_and_run_now_notify_other_instances(postgres_database):  # 
         b.subscribe(events.put)
         time.sleep(0.5)  # let the listener connect
         a.set_paused("nightly", True, now=T0)
-        assert events.get(timeout=5) == {"event": "job.paused", "job": "nightly"}
+        assert events.get(timeout=5) == {"event": "job.paused", "job": "nightly", "local": False}
         a.set_paused("nightly", False, now=T0)
-        assert events.get(timeout=5) == {"event": "job.resumed", "job": "nightly"}
+        assert events.get(timeout=5) == {"event": "job.resumed", "job": "nightly", "local": False}
         manual = ClaimRequest("nightly", None, trigger=Trigger.MANUAL, status=RunStatus.QUEUED)
-        a.claim([manual], instance="a", now=T0, lease_ttl=30)
-        assert events.get(timeout=5) == {"event": "run.queued"}
+        [queued] = a.claim([manual], instance="a", now=T0, lease_ttl=30)
+        assert queued.run is not None
+        assert events.get(timeout=5) == {
+            "event": "run.queued",
+            "runs": [queued.run.id],
+            "local": False,
+        }
+    finally:
+        a.close()
+        b.close()
+
+
+def test_runs_starting_and_ending_are_notified_with_their_ids(postgres_database):  # noqa: F811
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    seen_by_a: queue.Queue[dict] = queue.Queue()
+    seen_by_b: queue.Queue[dict] = queue.Queue()
+    try:
+        a.subscribe(seen_by_a.put)
+        b.subscribe(seen_by_b.put)
+        time.sleep(0.5)  # let the listeners connect
+        slot = a.database_now().replace(microsecond=0) - timedelta(seconds=2)
+        [first, second] = a.claim(
+            [ClaimRequest("x", slot), ClaimRequest("y", slot)], instance="a", now=T0, lease_ttl=30
+        )
+        ids = [first.run.id, second.run.id]
+        assert seen_by_b.get(timeout=5) == {"event": "run.started", "runs": ids, "local": False}
+        # The storage object that made the change hears it too, marked as its own.
+        assert seen_by_a.get(timeout=5) == {"event": "run.started", "runs": ids, "local": True}
+        done = Completion(RunStatus.SUCCEEDED, a.database_now())
+        assert a.finish(ids[0], done, instance="a")
+        assert seen_by_b.get(timeout=5) == {
+            "event": "run.finished",
+            "runs": [ids[0]],
+            "local": False,
+        }
+        assert b.cancel(ids[1], now=T0) is not None
+        assert seen_by_b.get(timeout=5) == {
+            "event": "run.finished",
+            "runs": [ids[1]],
+            "local": True,
+        }
+        manual = ClaimRequest("x", None, trigger=Trigger.MANUAL, status=RunStatus.QUEUED)
+        [queued] = a.claim([manual], instance="a", now=T0, lease_ttl=30)
+        assert seen_by_b.get(timeout=5)["event"] == "run.queued"
+        [taken] = b.take_queued(instance="b", now=T0, lease_ttl=30)
+        assert taken.id == queued.run.id
+        while (event := seen_by_a.get(timeout=5))["event"] != "run.started":
+            pass  # a's own events in between: its finish, b's cancel, its run-now
+        assert event == {"event": "run.started", "runs": [taken.id], "local": False}
     finally:
         a.close()
         b.close()
@@ -386,9 +433,10 @@ def test_killed_connections_are_replaced_and_the_listener_reconnects(postgres_da
         )
         assert again.outcome is ClaimOutcome.RECORDED
         assert again.run is not None and again.run.status is RunStatus.SKIPPED
+        assert events.get(timeout=10)["event"] == "run.started"  # the first claim
         assert events.get(timeout=10) == {"event": "reconnected"}
         storage.set_paused("a", True, now=T0)
-        assert events.get(timeout=5) == {"event": "job.paused", "job": "a"}
+        assert events.get(timeout=5) == {"event": "job.paused", "job": "a", "local": True}
     finally:
         storage.close()
 

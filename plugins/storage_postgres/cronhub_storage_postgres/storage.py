@@ -19,7 +19,8 @@ Exactly-once on PostgreSQL rests on these, all set up here or in :mod:`cronhub.s
   at once create and migrate the schema once.
 
 Optional capabilities the engine uses when present: :meth:`PostgresStorage.subscribe`
-(``LISTEN``/``NOTIFY``: a run-now, pause or resume on one instance wakes the others) and the
+(``LISTEN``/``NOTIFY``: a run-now, pause or resume on one instance wakes the others, and the
+web app of every instance hears of runs starting and ending anywhere) and the
 ``cronhub_instances`` table (:meth:`PostgresStorage.instances`).
 """
 
@@ -32,7 +33,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -41,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from cronhub.errors import StorageError
-from cronhub.runs import ClaimRequest, ClaimResult, RunStatus
+from cronhub.runs import ClaimRequest, ClaimResult, Completion, Run, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
 from cronhub.sql_schema import jobs, runs
 
@@ -51,6 +53,8 @@ T = TypeVar("T")
 
 #: The ``NOTIFY`` channel instances talk on.
 CHANNEL = "cronhub"
+#: Most run ids in one notification (a payload must stay under PostgreSQL's 8000 bytes).
+IDS_PER_NOTIFY = 400
 
 #: Query parameters a ``postgresql://`` URL may carry for cronhub itself.
 URL_OPTIONS = ("retention_days", "db_clock", "pool_size", "max_overflow")
@@ -216,6 +220,8 @@ class PostgresStorage(SqlStorage):
         self.clock_offset: float | None = None
         self._clock_warned = False
         self._listener: _Listener | None = None
+        #: Marks the notifications this object sends; its own come back with ``local: True``.
+        self.origin = uuid.uuid4().hex
 
     # -- opening ------------------------------------------------------------------------------
     def _create_engine(self) -> Engine:
@@ -440,16 +446,41 @@ class PostgresStorage(SqlStorage):
         else:
             ids_by_key = {}
         result: list[int | None] = []
-        queued = False
         for row in rows:
             if row["scheduled_for"] is None or len(keyed) <= 1:
                 result.append(self._insert_if_absent(conn, row))
             else:
                 result.append(ids_by_key.get(tuple(row[k] for k in _KEY)))
-            queued = queued or row["status"] == RunStatus.QUEUED.value
-        if queued:
-            self._notify(conn, {"event": "run.queued"})
+        for status, event in ((RunStatus.QUEUED, "run.queued"), (RunStatus.RUNNING, "run.started")):
+            ids = [i for i, r in zip(result, rows, strict=True) if i and r["status"] == status]
+            self._notify_runs(conn, event, ids)
         return result
+
+    def _take_queued(self, conn: Connection, *args: Any, **kwargs: Any) -> list[Run]:
+        taken = super()._take_queued(conn, *args, **kwargs)
+        self._notify_runs(conn, "run.started", [run.id for run in taken])
+        return taken
+
+    def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
+        finished = super()._finish(conn, run_id, completion, instance)
+        if finished:
+            self._notify_runs(conn, "run.finished", [run_id])
+        return finished
+
+    def _end_runs(
+        self, conn: Connection, run_ids: Iterable[int], *args: Any, **kwargs: Any
+    ) -> list[Run]:
+        ended = super()._end_runs(conn, run_ids, *args, **kwargs)  # cancel, replace, release
+        self._notify_runs(conn, "run.finished", [run.id for run in ended])
+        return ended
+
+    def reap(self, *, now: datetime, policy: Any, limit: int = 100) -> list[Run]:
+        """Mark runs with expired leases ``crashed`` (see the base class) and tell listeners."""
+        crashed = super().reap(now=now, policy=policy, limit=limit)
+        if crashed:
+            ids = [run.id for run in crashed]
+            self._run(lambda c: self._notify_runs(c, "run.finished", ids), write=True)
+        return crashed
 
     # -- job state ----------------------------------------------------------------------------
     def set_paused(self, job: str, paused: bool, *, now: datetime) -> None:
@@ -468,8 +499,16 @@ class PostgresStorage(SqlStorage):
         """Send ``payload`` on :data:`CHANNEL` when this transaction commits."""
         conn.execute(
             sa.text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": json.dumps(payload, sort_keys=True)},
+            {
+                "channel": CHANNEL,
+                "payload": json.dumps({**payload, "origin": self.origin}, sort_keys=True),
+            },
         )
+
+    def _notify_runs(self, conn: Connection, event: str, ids: list[int]) -> None:
+        """Notify ``event`` for these run ids (a few notifications for very many)."""
+        for start in range(0, len(ids), IDS_PER_NOTIFY):
+            self._notify(conn, {"event": event, "runs": ids[start : start + IDS_PER_NOTIFY]})
 
     def subscribe(
         self,
@@ -481,9 +520,11 @@ class PostgresStorage(SqlStorage):
     ) -> None:
         """Call ``callback(event)`` (from a thread) for every event any instance notifies.
 
-        Events are dicts with an ``event`` key: ``run.queued``, ``job.paused`` (with
-        ``job``), ``job.resumed`` (with ``job``), and ``reconnected`` after the listening
-        connection was lost and re-established (events in between may have been missed).
+        Events are dicts with an ``event`` key: ``run.queued``, ``run.started`` and
+        ``run.finished`` (with ``runs``, a list of run ids), ``job.paused`` and ``job.resumed``
+        (with ``job``), and ``reconnected`` after the listening connection was lost and
+        re-established (events in between may have been missed). ``local`` is ``True`` for
+        the events this storage object itself caused.
         With ``instance``, the listener also registers it in ``cronhub_instances`` and renews
         its ``heartbeat_at`` every ``heartbeat`` seconds. One subscription per storage.
         """
@@ -649,6 +690,8 @@ class _Listener:
                             except ValueError:
                                 continue
                             if isinstance(event, dict):
+                                origin = event.pop("origin", None)
+                                event["local"] = origin == self.storage.origin
                                 self._deliver(event)
             except Exception as exc:
                 if not self._stop.is_set():
