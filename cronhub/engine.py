@@ -34,6 +34,7 @@ from cronhub.runs import (
     Trigger,
 )
 from cronhub.schedules import jitter_delay
+from cronhub.storage import RunFilter
 
 if TYPE_CHECKING:
     from cronhub.executors import Executor
@@ -82,6 +83,12 @@ class Engine:
         self._retry_claims_at: datetime | None = None
         #: Time of the loop's last iteration (``/healthz`` checks it is recent).
         self.last_tick: float | None = None
+        #: Called with every event the storage's ``subscribe`` delivers, in the loop's thread
+        #: (the web app forwards other instances' run and job events to its clients).
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._run_now_lock = asyncio.Lock()
+        #: Set when a ``take_queued`` answer was lost: look for runs taken but not started.
+        self._check_orphans = False
         self.runs = RunManager(self)
         self.alerts = AlertRouter()
         #: Delivers the alert outbox (started with the scheduler).
@@ -226,6 +233,11 @@ class Engine:
         """React to another instance's change: take queued runs, restart resumed jobs."""
         if self._stopping or not self._started:
             return
+        for listener in list(self.event_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("storage event listener %r failed", listener)
         kind = event.get("event")
         job = self.jobs.get(str(event.get("job")))
         if kind == "job.resumed" and job is not None:
@@ -437,14 +449,30 @@ class Engine:
         self._next_housekeeping = now + timedelta(seconds=self.reaper_interval)
         storage = self.hub.storage
         await self.runs.reap(now)
-        taken = await self.io_retry(
-            "take queued",
-            storage.take_queued,
-            instance=self.instance,
-            now=now,
-            lease_ttl=self.lease_ttl,
-            jobs=list(self.jobs),
-        )
+        try:
+            taken = await self.io(
+                storage.take_queued,
+                instance=self.instance,
+                now=now,
+                lease_ttl=self.lease_ttl,
+                jobs=list(self.jobs),
+            )
+        except Exception as exc:
+            # The answer may be lost after the commit: runs then are ``running`` under this
+            # instance that it never started. Retry, then adopt such runs (they are ours).
+            log.warning("storage take queued failed: %s; retrying", exc)
+            self._check_orphans = True
+            taken = await self.io_retry(
+                "take queued",
+                storage.take_queued,
+                instance=self.instance,
+                now=now,
+                lease_ttl=self.lease_ttl,
+                jobs=list(self.jobs),
+            )
+        if self._check_orphans:
+            taken = [*taken, *await self._orphans()]
+            self._check_orphans = False
         for run in taken:
             self.runs.launch(run)
         if taken:
@@ -454,6 +482,18 @@ class Engine:
             removed = await self.io_retry("purge", storage.purge, older_than=now - self.retention)
             if removed:
                 log.info("retention: removed %d run(s) older than %s", removed, self.retention)
+
+    async def _orphans(self) -> list[Run]:
+        """Runs storage holds as ``running`` under this instance that it never started."""
+        active = await self.io_retry("active runs", self.hub.storage.active_runs)
+        return [
+            run
+            for run in active
+            if run.status is RunStatus.RUNNING
+            and run.instance == self.instance
+            and run.job in self.jobs
+            and not self.runs.known(run.id)
+        ]
 
     # -- actions -------------------------------------------------------------------------
     async def run_now(self, name: str, params: dict[str, Any] | None = None) -> Run:
@@ -469,17 +509,56 @@ class Engine:
             params=params or {},
         )
         assert self.lock is not None
-        [result] = await self.io_retry(
-            "run now",
-            self.lock.claim,
-            [request],
-            instance=self.instance,
-            now=self.clock.now(),
-            lease_ttl=self.lease_ttl,
-        )
+        # A manual run has no slot key, so a claim retried after a lost answer would queue a
+        # second run: before each retry, look for the run the lost attempt may have queued.
+        async with self._run_now_lock:
+            newest = await self.io_retry(
+                "run now", self.hub.storage.list_runs, RunFilter(job=job.name, limit=1)
+            )
+            after = newest[0].id if newest else 0
+            now = self.clock.now()
+            delay = 0.05
+            for attempt in range(1, 6):
+                try:
+                    [result] = await self.io(
+                        self.lock.claim,
+                        [request],
+                        instance=self.instance,
+                        now=now,
+                        lease_ttl=self.lease_ttl,
+                    )
+                    break
+                except Exception as exc:
+                    if attempt == 5:
+                        raise
+                    log.warning("storage run now failed (attempt %d): %s", attempt, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    lost = await self._lost_manual_run(job.name, after, request.params)
+                    if lost is not None:
+                        self._schedule_housekeeping(self.clock.now())
+                        return lost
         assert result.run is not None
         self._schedule_housekeeping(self.clock.now())
         return result.run
+
+    async def _lost_manual_run(self, name: str, after: int, params: dict[str, Any]) -> Run | None:
+        """A manual run of ``name`` with ``params`` created after run ``after``, if any.
+
+        Run-now calls of one engine are serialised, so such a run is the one a failed attempt
+        queued, unless another process asked to run the same job with the same parameters in
+        the same moment (then one of the two requests is answered with the other's run).
+        """
+        try:
+            runs = await self.io(self.hub.storage.list_runs, RunFilter(job=name, limit=20))
+        except Exception:
+            return None
+        found = [
+            r
+            for r in runs
+            if r.id > after and r.trigger is Trigger.MANUAL and dict(r.params) == params
+        ]
+        return min(found, key=lambda r: r.id) if found else None
 
     async def set_paused(self, name: str, paused: bool) -> None:
         """Pause or resume a job (persistent; every instance respects it at its next claim)."""

@@ -92,6 +92,10 @@ class RunManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def known(self, run_id: int) -> bool:
+        """Whether this instance started (or is running) run ``run_id`` recently."""
+        return run_id in self._seen or run_id in self._active
+
     def _remember(self, run_id: int) -> None:
         self._seen[run_id] = None
         while len(self._seen) > 100_000:
@@ -152,6 +156,10 @@ class RunManager:
             self._active.pop(run.id, None)
             return run
         self._active.pop(run.id, None)
+        if not written:
+            # A write whose answer was lost and whose retry found the run already ended: if
+            # the row holds this completion, the first attempt wrote it.
+            written = await self._wrote_before(run, completion)
         finished = run.replace(
             status=completion.status,
             finished_at=completion.finished_at,
@@ -174,6 +182,19 @@ class RunManager:
             engine._schedule_housekeeping(now)
         await engine.pm.call_each("cronhub_run_finished", run=finished)
         return finished
+
+    async def _wrote_before(self, run: Run, completion: Completion) -> bool:
+        engine = self.engine
+        try:
+            stored = await engine.io_retry("read run", engine.hub.storage.get_run, run.id)
+        except Exception:
+            return False
+        return (
+            stored is not None
+            and stored.instance == engine.instance
+            and stored.status is completion.status
+            and stored.finished_at == completion.finished_at
+        )
 
     async def _run_body(self, job: Job, ctx: RunContext, entry: _Active) -> Outcome:
         executor = self.engine.executors[job.name]
