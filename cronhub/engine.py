@@ -86,9 +86,6 @@ class Engine:
         #: Called with every event the storage's ``subscribe`` delivers, in the loop's thread
         #: (the web app forwards other instances' run and job events to its clients).
         self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
-        #: Called with every event the storage's ``subscribe`` delivers, in the loop's thread
-        #: (the web app forwards other instances' run and job events to its clients).
-        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._run_now_lock = asyncio.Lock()
         #: Set when a ``take_queued`` answer was lost: look for runs taken but not started.
         self._check_orphans = False
@@ -236,11 +233,6 @@ class Engine:
         """React to another instance's change: take queued runs, restart resumed jobs."""
         if self._stopping or not self._started:
             return
-        for listener in list(self.event_listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("storage event listener %r failed", listener)
         for listener in list(self.event_listeners):
             try:
                 listener(event)
