@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,12 @@ from cronhub.errors import DuplicateJobError, HookError, UnknownJobError, UsageE
 from cronhub.jobs import Job, make_job
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from cronhub.plugins import CronhubPluginManager
     from cronhub.runs import JobState
     from cronhub.storage import Storage
+    from cronhub.web.runtime import WebRuntime
 
 log = logging.getLogger("cronhub")
 
@@ -60,6 +64,8 @@ class Hub:
         self.state: dict[str, Any] = {}
         #: Where the application's jobs come from, for messages (``--app`` sets it).
         self.source = "the application"
+        # The scheduler, event bus and metrics shared by hub.asgi() and hub.lifespan.
+        self._web_runtime: WebRuntime | None = None
 
     # -- plugins and settings -------------------------------------------------------------
     @property
@@ -224,6 +230,45 @@ class Hub:
         """Jobs sorted by name, optionally only those with ``tag``."""
         return [j for _, j in sorted(self.jobs.items()) if tag is None or tag in j.tags]
 
+    # -- web -----------------------------------------------------------------------------
+    def asgi(
+        self, *, scheduler: bool = True, token: str | None = None, **options: Any
+    ) -> Starlette:
+        """The web app of this hub: dashboard, JSON API, events, ``/healthz``, ``/metrics``.
+
+        Serve it (``uvicorn.run(hub.asgi())``: its lifespan runs the scheduler) or mount it
+        in an application whose lifespan is :meth:`lifespan`::
+
+            app = FastAPI(lifespan=hub.lifespan)
+            app.mount("/cronhub", hub.asgi(token=os.environ["CRONHUB_TOKEN"]))
+
+        :param scheduler: Run the scheduler (``False``: a web-only app over shared storage).
+        :param token: Require this bearer token on every route but ``/healthz``.
+        :param options: Further options of :func:`cronhub.web.app.create_app`.
+        """
+        from cronhub.web.app import create_app
+
+        return create_app(self, scheduler=scheduler, token=token, **options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Run this hub's scheduler for the life of an ASGI application.
+
+        Pass it as the application's lifespan (``FastAPI(lifespan=hub.lifespan)``,
+        ``Starlette(lifespan=hub.lifespan)``) or enter it yourself (``async with
+        hub.lifespan():``). It starts what :meth:`asgi` apps report on (the scheduler unless
+        they were made with ``scheduler=False``) and stops it gracefully on exit: running jobs
+        get ``shutdown_grace`` seconds. ``app`` is accepted for the frameworks and unused.
+        """
+        from cronhub.web.app import runtime_for
+
+        runtime = runtime_for(self)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
     # -- views ---------------------------------------------------------------------------
     def job_states(self, names: Iterable[str]) -> dict[str, JobState]:
         """Persistent state of these jobs from storage."""
@@ -238,10 +283,20 @@ class Hub:
         return [job_to_dict(job, states.get(job.name), now) for job in jobs]
 
 
-def job_to_dict(job: Job, state: JobState | None, now: datetime) -> dict[str, Any]:
-    """The job object of design section 6: schedule, state and options."""
+def job_to_dict(
+    job: Job,
+    state: JobState | None,
+    now: datetime,
+    *,
+    next_run: Callable[[Job, datetime], datetime | None] | None = None,
+) -> dict[str, Any]:
+    """The job object of design section 6: schedule, state and options.
+
+    :param next_run: Computes the job's next slot after ``now`` (default ``Job.next_run``);
+        the web app passes a memo shared by the jobs of one schedule.
+    """
     paused = bool(state and state.paused)
-    next_run = None if paused else job.next_run(now)
+    next_run_at = None if paused else (next_run or Job.next_run)(job, now)
     last = state.last_run if state else None
     last_time = None
     if last is not None:
@@ -256,7 +311,7 @@ def job_to_dict(job: Job, state: JobState | None, now: datetime) -> dict[str, An
         "tags": list(job.tags),
         "description": job.description,
         "paused": paused,
-        "next_run": next_run.astimezone(zone).isoformat() if next_run else None,
+        "next_run": next_run_at.astimezone(zone).isoformat() if next_run_at else None,
         "last_run": last_time.astimezone(zone).isoformat() if last_time else None,
         "last_status": str(last.status) if last is not None else None,
         "plugin": job.plugin,

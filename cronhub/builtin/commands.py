@@ -29,6 +29,7 @@ def cronhub_cli(app: typer.Typer) -> None:
     app.command("pause")(pause)
     app.command("resume")(resume)
     app.command("worker")(worker)
+    app.command("serve")(serve)
 
 
 def list_jobs(
@@ -261,6 +262,38 @@ def worker(ctx: typer.Context) -> None:
         f"cronhub worker: {len(hub.jobs)} job(s), storage {mask_url(hub.storage.url)}", err=True
     )
     asyncio.run(_serve(Engine(hub)))
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(
+        8000, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        help="Require this bearer token (default: CRONHUB_TOKEN or the token setting).",
+    ),
+    no_scheduler: bool = typer.Option(
+        False, "--no-scheduler", help="Serve the dashboard and API only (web-only instance)."
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback address without a token."
+    ),
+) -> None:
+    """Run the scheduler with the dashboard, HTTP API, /healthz and /metrics."""
+    from cronhub.web.serve import resolve_token, run_server
+
+    hub = state(ctx).hub()
+    run_server(
+        hub,
+        host=host,
+        port=port,
+        token=resolve_token(token, hub),
+        scheduler=not no_scheduler,
+        insecure=insecure,
+    )
 
 
 async def _serve(engine: object) -> None:
