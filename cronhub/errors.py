@@ -119,3 +119,41 @@ class StorageError(CronhubError):
 
 class LeaseLost(CronhubError):
     """This instance no longer owns a run (its lease expired or it was cancelled)."""
+
+
+class ParameterError(UsageError):
+    """A parameter for a job function that the function cannot take.
+
+    :param job: The job's name.
+    :param parameter: The parameter at fault (``limit``, or ``items[2]`` inside a value), or
+        ``None`` when the parameters as a whole are refused.
+    :param reason: Why it is refused.
+    """
+
+    def __init__(self, job: str, parameter: str | None, reason: str) -> None:
+        self.job = job
+        self.parameter = parameter
+        self.reason = reason
+        where = f"parameter {parameter!r}: " if parameter else "parameters: "
+        super().__init__(f"job {job!r}: {where}{reason}")
+
+
+class ScheduleInputError(UsageError):
+    """A field of a runtime schedule that cannot be used (expression, zone, window, kind).
+
+    :param field: The field at fault: ``cron``, ``every``, ``at``, ``tz``, ``start``, ``end``...
+    :param reason: Why it is refused; for expressions, the same text as ``cronhub next`` prints.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class UnknownScheduleError(UsageError):
+    """A runtime schedule id that storage does not hold (never added, or removed)."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"unknown schedule {schedule_id!r}")

@@ -4,8 +4,9 @@ The SQLite and PostgreSQL plugins subclass :class:`SqlStorage` and override only
 database does differently; everything else (claims, overlap, leases, retries, history, job
 state, dead letters, the outbox) is written once, against :mod:`cronhub.sql_schema`:
 claims and run ownership in :mod:`cronhub.sql_runs`, history, job state, dead letters and
-the outbox in :mod:`cronhub.sql_history`; this module holds the connection handling,
-transactions (with retries), migrations and the points a dialect overrides.
+the outbox in :mod:`cronhub.sql_history`, runtime schedules in :mod:`cronhub.sql_schedules`;
+this module holds the connection handling, transactions (with retries), migrations and the
+points a dialect overrides.
 
 What a subclass provides or may override:
 
@@ -19,6 +20,8 @@ What a subclass provides or may override:
   and during migrations. SQLite needs neither (``BEGIN IMMEDIATE`` already serialises every
   writer); PostgreSQL takes transaction-scoped advisory locks, so that two instances claiming
   different slots of one ``skip`` job cannot both see "nothing running".
+- :meth:`SqlStorage._notify`: tell other instances about a change when the transaction commits
+  (PostgreSQL: ``NOTIFY``; nothing by default).
 - :meth:`SqlStorage._insert_if_absent`: the exactly-once insert (``ON CONFLICT DO NOTHING
   RETURNING id`` on both SQLite >= 3.35 and PostgreSQL), and :meth:`SqlStorage._insert_runs`,
   which inserts a claim batch with it, row by row, unless the dialect knows better.
@@ -42,6 +45,7 @@ from sqlalchemy.engine.url import make_url
 from cronhub.errors import StorageError
 from cronhub.sql_history import SqlHistory
 from cronhub.sql_runs import SqlRuns
+from cronhub.sql_schedules import SqlSchedules
 from cronhub.sql_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -80,7 +84,7 @@ def _insert_ignoring_conflicts(dialect: str) -> Any:
     return insert(runs).on_conflict_do_nothing().returning(runs.c.id)
 
 
-class SqlStorage(SqlRuns, SqlHistory):
+class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
     """The generic SQL implementation of :class:`cronhub.storage.Storage`.
 
     :param url: The storage URL; kept in :attr:`url` with its password masked.
@@ -98,6 +102,8 @@ class SqlStorage(SqlRuns, SqlHistory):
         self.retention = retention
         self._engine: Engine | None = None
         self._open_lock = threading.Lock()
+        self._schedule_watchers: list[Callable[[], None]] = []
+        self._watch_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -124,6 +130,9 @@ class SqlStorage(SqlRuns, SqlHistory):
 
     def _lock_schema(self, conn: Connection) -> None:
         """Serialise migrations until the transaction ends."""
+
+    def _notify(self, conn: Connection, payload: dict[str, Any]) -> None:
+        """Tell other instances ``payload`` once this transaction commits (nothing by default)."""
 
     def _insert_if_absent(self, conn: Connection, values: dict[str, Any]) -> int | None:
         """Insert a run unless its slot key exists; return the new id, or ``None``."""

@@ -27,6 +27,7 @@ from cronhub.runs import (
     RunStatus,
     Trigger,
 )
+from cronhub.sql_schedules import ScheduleRow, schedule_stopped
 from cronhub.sql_schema import (
     ACTIVE_STATUSES,
     chunks,
@@ -165,6 +166,17 @@ class SqlRuns:
 
         def _add_alerts(self, conn: Connection, alerts: Sequence[Alert], now: datetime) -> None: ...
 
+        def _schedule_rows(
+            self, conn: Connection, requests: Sequence[ClaimRequest]
+        ) -> dict[str, ScheduleRow]: ...
+
+        def _advance_schedule_marks(
+            self,
+            conn: Connection,
+            requests: Sequence[ClaimRequest],
+            rows: dict[str, ScheduleRow],
+        ) -> None: ...
+
     # -- claims -------------------------------------------------------------
     def claim(
         self,
@@ -201,9 +213,17 @@ class SqlRuns:
         lease = now + timedelta(seconds=lease_ttl)
         job_rows = self._job_rows(conn, names)
         paused = {job for job, (is_paused, _) in job_rows.items() if is_paused}
+        # Runtime schedules read in this transaction: a slot of one paused or removed before
+        # it committed is not claimed (answered PAUSED, like a paused job's).
+        schedule_rows = self._schedule_rows(conn, requests)
+        stopped = {i for i, r in enumerate(requests) if schedule_stopped(r, schedule_rows)}
         replacing = {r.job for r in requests if r.overlap == Overlap.REPLACE}
         running, queued = self._active_counts(conn, names, replacing)
-        live = [r for r in requests if r.ignore_pause or r.job not in paused]
+        live = [
+            r
+            for i, r in enumerate(requests)
+            if (r.ignore_pause or r.job not in paused) and i not in stopped
+        ]
         existing = self._existing_rows(conn, live)
         results: list[ClaimResult | None] = []
         new_rows: dict[int, dict[str, Any]] = {}  # index in results -> row to insert
@@ -212,7 +232,7 @@ class SqlRuns:
         first_of_key: dict[tuple[Any, ...], int] = {}
         for index, request in enumerate(requests):
             key = _slot_key(request)
-            if request.job in paused and not request.ignore_pause:
+            if (request.job in paused and not request.ignore_pause) or index in stopped:
                 results.append(ClaimResult(request, ClaimOutcome.PAUSED))
             elif key is not None and key in existing:
                 results.append(_existing_claim(request, existing[key], instance))
@@ -263,6 +283,7 @@ class SqlRuns:
                 earlier.run if again else None,
             )
         self._advance_marks(conn, high_water_marks(requests), job_rows)
+        self._advance_schedule_marks(conn, requests, schedule_rows)
         answered = [result for result in results if result is not None]
         assert len(answered) == len(requests)
         return answered

@@ -7,7 +7,8 @@ Shared by the SQLite and PostgreSQL plugins through :mod:`cronhub.sql`. Tables:
   deduplicated (NULLs are distinct in unique indexes in both SQLite and PostgreSQL).
 - ``cronhub_jobs``: persistent per-job state (paused flag, high-water mark).
 - ``cronhub_outbox``: alerts written with the state change that caused them.
-- ``cronhub_meta``: ``schema_version``.
+- ``cronhub_schedules``: runtime schedules (v3), each with its own high-water mark.
+- ``cronhub_meta``: ``schema_version``, and ``schedules_revision`` once a schedule changed.
 
 It also holds the conversions between rows and :class:`cronhub.runs.Run`.
 
@@ -29,11 +30,12 @@ from sqlalchemy.engine import Connection, Dialect, RowMapping
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from cronhub.runs import ClaimRequest, Run, RunStatus, Trigger
+from cronhub.runtime_schedules import RuntimeSchedule
 
 T = TypeVar("T")
 
 #: The schema version this code writes; older databases are migrated forward on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -150,6 +152,27 @@ def build_metadata(version: int = SCHEMA_VERSION) -> sa.MetaData:
         sqlite_autoincrement=True,
     )
     sa.Index("ix_cronhub_outbox_due", outbox.c.next_attempt_at, outbox.c.id)
+    if version >= 3:
+        # v3: runtime schedules (cronhub.runtime_schedules). ``start``/``end`` are SQL words,
+        # hence ``start_at``/``end_at``.
+        schedules = sa.Table(
+            "cronhub_schedules",
+            metadata,
+            sa.Column("id", sa.String(64), primary_key=True),
+            sa.Column("job", sa.String(200), nullable=False),
+            sa.Column("kind", sa.String(8), nullable=False),
+            sa.Column("expression", sa.Text, nullable=False),
+            sa.Column("tz", sa.String(64), nullable=False, server_default="UTC"),
+            sa.Column("params", JSONText, nullable=True),
+            sa.Column("start_at", UTCDateTime, nullable=True),
+            sa.Column("end_at", UTCDateTime, nullable=True),
+            sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+            sa.Column("created_at", UTCDateTime, nullable=False),
+            sa.Column("created_by", sa.String(200), nullable=True),
+            sa.Column("updated_at", UTCDateTime, nullable=False),
+            sa.Column("high_water", UTCDateTime, nullable=True),
+        )
+        sa.Index("ix_cronhub_schedules_job", schedules.c.job, schedules.c.created_at)
     sa.Table(
         "cronhub_meta",
         metadata,
@@ -164,6 +187,7 @@ metadata = build_metadata()
 runs = metadata.tables["cronhub_runs"]
 jobs = metadata.tables["cronhub_jobs"]
 outbox = metadata.tables["cronhub_outbox"]
+schedules = metadata.tables["cronhub_schedules"]
 meta = metadata.tables["cronhub_meta"]
 
 # -- migrations -------------------------------------------------------------------------------
@@ -191,7 +215,12 @@ def _v2_job_status_index(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [_v1_create_tables, _v2_job_status_index]
+def _v3_runtime_schedules(conn: Connection) -> None:
+    """Version 3: the ``cronhub_schedules`` table of runtime schedules."""
+    build_metadata(3).tables["cronhub_schedules"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_v1_create_tables, _v2_job_status_index, _v3_runtime_schedules]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -305,3 +334,41 @@ def values_to_run(run_id: int, values: dict[str, Any]) -> Run:
     fields["trigger"] = Trigger(fields["trigger"])
     fields["status"] = RunStatus(fields["status"])
     return Run(id=run_id, **fields)
+
+
+def row_to_schedule(row: RowMapping) -> RuntimeSchedule:
+    """A :class:`RuntimeSchedule` from a ``cronhub_schedules`` row."""
+    return RuntimeSchedule(
+        id=row["id"],
+        job=row["job"],
+        kind=row["kind"],
+        expression=row["expression"],
+        tz=row["tz"],
+        params=row["params"] or {},
+        start=row["start_at"],
+        end=row["end_at"],
+        paused=bool(row["paused"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        updated_at=row["updated_at"],
+        high_water=row["high_water"],
+    )
+
+
+def schedule_values(schedule: RuntimeSchedule) -> dict[str, Any]:
+    """The ``cronhub_schedules`` row of ``schedule``."""
+    return {
+        "id": schedule.id,
+        "job": schedule.job,
+        "kind": schedule.kind,
+        "expression": schedule.expression,
+        "tz": schedule.tz,
+        "params": dict(schedule.params),
+        "start_at": utc(schedule.start),
+        "end_at": utc(schedule.end),
+        "paused": schedule.paused,
+        "created_at": utc(schedule.created_at),
+        "created_by": schedule.created_by,
+        "updated_at": utc(schedule.updated_at or schedule.created_at),
+        "high_water": utc(schedule.high_water),
+    }

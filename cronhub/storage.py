@@ -9,6 +9,18 @@ trustworthy shared clock, such as PostgreSQL's ``clock_timestamp()``, may use it
 
 Storage plugins return an object of this shape from :func:`cronhub.hookspecs.cronhub_storage`
 and check themselves with the conformance suite in :mod:`cronhub.testing`.
+
+Optional capabilities the engine uses when a backend has them:
+
+- ``subscribe(callback, *, instance, version)`` / ``unsubscribe()``: events from every
+  instance (PostgreSQL's ``LISTEN``/``NOTIFY``), among them ``{"event": "schedule.changed"}``
+  after a runtime schedule was added, removed, paused or resumed anywhere;
+- ``watch_schedules(callback) -> unwatch``: ``callback()`` after each schedule change made
+  through this storage object (in this process), so a change made here is picked up at once;
+- ``process_local = True``: nothing outside this process can change the data (``memory://``),
+  so watching is enough and :meth:`Storage.schedules_revision` need not be polled.
+
+Without events from other processes, each engine reads ``schedules_revision()`` once a second.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ if TYPE_CHECKING:
         Run,
         RunStatus,
     )
+    from cronhub.runtime_schedules import RuntimeSchedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +99,15 @@ class Storage(Protocol):
         ``started_at=now`` and ``lease_expires_at = now + lease_ttl``. Overlap is applied per
         :class:`~cronhub.runs.ClaimRequest`, counting rows inserted earlier in the same batch.
 
+        A request whose ``schedule_id`` names a runtime schedule (non-empty, not starting
+        with ``@``; see :mod:`cronhub.runtime_schedules`) answers ``PAUSED`` and writes nothing
+        when that schedule is paused, does not exist (it was removed) or belongs to another job.
+
         In the same transaction, each job's high-water mark moves forward to the newest
         ``scheduled_for`` among its requests with ``schedule_id == ""`` and a trigger of
         ``schedule`` or ``catch_up`` (whatever their outcome, ``TAKEN`` and ``PAUSED``
-        included), so that paused time is never caught up.
+        included), so that paused time is never caught up. Each existing runtime schedule's
+        own mark moves the same way with the requests that name it.
         """
         ...
 
@@ -210,6 +228,49 @@ class Storage(Protocol):
 
     def advance_high_water(self, job: str, slot: datetime) -> datetime:
         """Move the job's high-water mark forward to ``slot`` (never back); return the mark."""
+        ...
+
+    # -- runtime schedules ---------------------------------------------------------------
+    def add_schedule(self, schedule: RuntimeSchedule) -> RuntimeSchedule:
+        """Store a new runtime schedule; return it as stored.
+
+        Insert-if-absent by id: when the id exists (a retried call whose first answer was
+        lost), nothing changes and the stored schedule is returned. Bumps the revision.
+        """
+        ...
+
+    def get_schedule(self, schedule_id: str) -> RuntimeSchedule | None:
+        """One runtime schedule, with its high-water mark, or ``None``."""
+        ...
+
+    def list_schedules(self, job: str | None = None) -> list[RuntimeSchedule]:
+        """Runtime schedules (of one job), oldest first (by ``created_at``, then id)."""
+        ...
+
+    def delete_schedule(self, schedule_id: str) -> RuntimeSchedule | None:
+        """Delete a runtime schedule (its runs stay in history); return it, or ``None``.
+
+        Bumps the revision when something was deleted.
+        """
+        ...
+
+    def set_schedule_paused(
+        self, schedule_id: str, paused: bool, *, now: datetime
+    ) -> RuntimeSchedule | None:
+        """Pause or resume a runtime schedule; return it, or ``None`` when it does not exist.
+
+        Sets ``updated_at=now`` and bumps the revision. Resuming moves the schedule's mark
+        forward to ``now``, so that no instance catches up the paused time.
+        """
+        ...
+
+    def schedules_revision(self) -> int:
+        """A number that grows with every add, delete, pause and resume of a schedule.
+
+        Claims (which move marks) leave it alone. It must be cheap (one indexed read): an
+        instance whose storage cannot notify reads it once a second to learn of changes
+        made by other processes.
+        """
         ...
 
     # -- dead letters --------------------------------------------------------------------

@@ -21,7 +21,8 @@ that switched off. Choices the protocol leaves open and that the suite pins down
 - the :class:`~cronhub.runs.ClaimResult` of a run that a later ``replace`` request of the same
   batch cancelled is ``RECORDED`` with the cancelled run;
 - ``cancel(reason=...)`` keeps the reason in the run's ``error_message``;
-- ``clear_dead_letters`` unflags runs; they stay in history.
+- ``clear_dead_letters`` unflags runs; they stay in history;
+- pausing a paused schedule (or resuming a running one) changes nothing, not even the revision.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from cronhub.runs import (
     RunStatus,
     Trigger,
 )
+from cronhub.runtime_schedules import RuntimeSchedule
 from cronhub.storage import RunFilter, Storage
 
 if TYPE_CHECKING:
@@ -94,6 +96,14 @@ def policy_of(completion: Callable[[Run], Completion]) -> tuple[CrashPolicy, lis
         return completion(run)
 
     return policy, seen
+
+
+def sched(schedule_id: str = "s1", job: str = "job", **fields: Any) -> RuntimeSchedule:
+    """A runtime schedule of ``job`` (every minute, created at :data:`T0` unless given)."""
+    fields.setdefault("kind", "every")
+    fields.setdefault("expression", "60")
+    fields.setdefault("created_at", T0)
+    return RuntimeSchedule(id=schedule_id, job=job, **fields)
 
 
 def crash_done(run: Run) -> Completion:
@@ -174,18 +184,19 @@ class StorageContract:
 
     def test_attempt_and_schedule_id_are_part_of_the_key(self, storage: Storage) -> None:
         allow = {"overlap": Overlap.ALLOW}
+        # "@..." ids are the engine's own slot families (no runtime schedule row needed).
         results = self.claim(
             storage,
             req("a", 0, **allow),
             req("a", 0, attempt=2, **allow),
-            req("a", 0, schedule_id="extra", **allow),
+            req("a", 0, schedule_id="@extra", **allow),
             req("b", 0, **allow),
         )
         assert [r.outcome for r in results] == [CLAIMED] * 4
         (again,) = self.claim(storage, req("a", 0, attempt=2, **allow), instance="i2")
         assert again.outcome is TAKEN
         assert results[1].run is not None and results[1].run.attempt == 2
-        assert results[2].run is not None and results[2].run.schedule_id == "extra"
+        assert results[2].run is not None and results[2].run.schedule_id == "@extra"
 
     def test_manual_runs_are_never_deduplicated(self, storage: Storage) -> None:
         manual = req("a", None, overlap=Overlap.ALLOW)
@@ -415,6 +426,7 @@ class StorageContract:
         assert self.status(storage, run.id) is RunStatus.CRASHED
 
     def test_finish_with_retry_queues_the_next_attempt(self, storage: Storage) -> None:
+        storage.add_schedule(sched("s"))  # a retry of a runtime schedule's slot keeps its id
         run = self.start(storage, options={"schedule_id": "s", "params": {"k": "v"}})
         completion = done(RunStatus.FAILED, retry_at=at(70))
         assert storage.finish(run.id, completion, instance="i1")
@@ -764,6 +776,165 @@ class StorageContract:
         state = storage.job_states(["a"])["a"]
         assert state.high_water == slot(9) and state.high_water.utcoffset() == timedelta(0)
         assert state.paused is False
+
+    # -- runtime schedules --------------------------------------------------------------------
+    def test_schedules_add_get_list_delete(self, storage: Storage) -> None:
+        assert storage.list_schedules() == [] and storage.get_schedule("s1") is None
+        berlin = timezone(timedelta(hours=2))
+        first = storage.add_schedule(
+            sched(
+                "s1",
+                "a",
+                kind="cron",
+                expression="*/5 9-17 * * MON-FRI",
+                tz="Europe/Berlin",
+                params={"region": "eu", "ids": [1, 2], "deep": {"x": None, "f": 1.5}},
+                start=datetime(2031, 4, 1, 9, tzinfo=berlin),
+                end=at(86400 * 30),
+                created_by="cli:ann@host",
+            )
+        )
+        assert first == sched(
+            "s1",
+            "a",
+            kind="cron",
+            expression="*/5 9-17 * * MON-FRI",
+            tz="Europe/Berlin",
+            params={"region": "eu", "ids": [1, 2], "deep": {"x": None, "f": 1.5}},
+            start=datetime(2031, 4, 1, 7, tzinfo=UTC),
+            end=at(86400 * 30),
+            created_by="cli:ann@host",
+            updated_at=T0,
+        )
+        assert first.start is not None and first.start.utcoffset() == timedelta(0)
+        storage.add_schedule(sched("s2", "b", created_at=at(1), paused=True))
+        storage.add_schedule(sched("s0", "a", created_at=at(1)))
+        assert [s.id for s in storage.list_schedules()] == ["s1", "s0", "s2"]
+        assert [s.id for s in storage.list_schedules("a")] == ["s1", "s0"]
+        assert storage.list_schedules("nobody") == []
+        s2 = storage.get_schedule("s2")
+        assert s2 is not None and s2.paused and s2.high_water is None and s2.created_by is None
+        assert storage.get_schedule("s1") == first
+        assert storage.delete_schedule("s1") == first
+        assert storage.delete_schedule("s1") is None and storage.get_schedule("s1") is None
+        assert [s.id for s in storage.list_schedules("a")] == ["s0"]
+
+    def test_adding_an_existing_id_changes_nothing(self, storage: Storage) -> None:
+        first = storage.add_schedule(sched("s1", params={"v": 1}))
+        revision = storage.schedules_revision()
+        again = storage.add_schedule(sched("s1", params={"v": 2}, created_at=at(9)))
+        assert again == first and storage.get_schedule("s1") == first
+        assert storage.schedules_revision() == revision
+
+    def test_pause_and_resume_a_schedule(self, storage: Storage) -> None:
+        storage.add_schedule(sched("s1"))
+        paused = storage.set_schedule_paused("s1", True, now=at(10))
+        assert paused is not None and paused.paused and paused.updated_at == at(10)
+        assert paused.high_water is None
+        same = storage.set_schedule_paused("s1", True, now=at(20))
+        assert same is not None and same.updated_at == at(10)
+        # Resuming moves the mark to now: no instance catches up the paused time.
+        resumed = storage.set_schedule_paused("s1", False, now=at(30))
+        assert resumed is not None and not resumed.paused
+        assert (resumed.updated_at, resumed.high_water) == (at(30), at(30))
+        assert storage.get_schedule("s1") == resumed
+        assert storage.set_schedule_paused("nope", True, now=at(1)) is None
+
+    def test_the_revision_grows_with_changes_not_with_claims(self, storage: Storage) -> None:
+        start = storage.schedules_revision()
+        assert isinstance(start, int)
+        storage.add_schedule(sched("s1"))
+        added = storage.schedules_revision()
+        assert added > start
+        self.claim(storage, req("job", 1, schedule_id="s1"))
+        assert storage.schedules_revision() == added
+        storage.set_schedule_paused("s1", True, now=at(1))
+        paused = storage.schedules_revision()
+        storage.set_schedule_paused("s1", True, now=at(2))
+        assert paused > added and storage.schedules_revision() == paused
+        storage.set_schedule_paused("s1", False, now=at(3))
+        resumed = storage.schedules_revision()
+        storage.delete_schedule("s1")
+        deleted = storage.schedules_revision()
+        storage.delete_schedule("s1")
+        assert paused < resumed < deleted == storage.schedules_revision()
+
+    def test_a_runtime_schedules_slot_is_claimed_once_with_its_id_and_params(
+        self, storage: Storage
+    ) -> None:
+        storage.add_schedule(sched("s1", params={"k": "v"}))
+        (first,) = self.claim(storage, req("job", 1, schedule_id="s1", params={"k": "v"}))
+        assert first.outcome is CLAIMED and first.run is not None
+        assert (first.run.schedule_id, first.run.params) == ("s1", {"k": "v"})
+        (again,) = self.claim(storage, req("job", 1, schedule_id="s1"), instance="i2")
+        assert again.outcome is TAKEN
+        # The job's own slot at the same instant is another key.
+        (own,) = self.claim(storage, req("job", 1, overlap=Overlap.ALLOW), instance="i2")
+        assert own.outcome is CLAIMED and own.run is not None and own.run.schedule_id == ""
+        stored = storage.get_run(first.run.id)
+        assert stored is not None and stored.params == {"k": "v"}
+
+    def test_slots_of_paused_removed_or_foreign_schedules_are_not_claimed(
+        self, storage: Storage
+    ) -> None:
+        for schedule_id in ("live", "held", "gone"):
+            storage.add_schedule(sched(schedule_id))
+        storage.add_schedule(sched("other", job="b"))
+        storage.set_schedule_paused("held", True, now=T0)
+        storage.delete_schedule("gone")
+        allow = {"overlap": Overlap.ALLOW}
+        ids = ["live", "held", "gone", "never", "other", "@startup"]
+        results = self.claim(storage, *[req("job", 1, schedule_id=i, **allow) for i in ids])
+        assert [r.outcome for r in results] == [CLAIMED, PAUSED, PAUSED, PAUSED, PAUSED, CLAIMED]
+        assert all(r.run is None for r in results[1:5])
+        assert sorted(r.schedule_id for r in storage.list_runs(RunFilter())) == ["@startup", "live"]
+        storage.set_schedule_paused("held", False, now=at(1))
+        (resumed,) = self.claim(storage, req("job", 2, schedule_id="held", **allow), now=at(120))
+        assert resumed.outcome is CLAIMED
+
+    def test_claims_advance_each_schedules_own_mark(self, storage: Storage) -> None:
+        storage.add_schedule(sched("s1"))
+        storage.add_schedule(sched("s2"))
+        allow = {"overlap": Overlap.ALLOW}
+        self.claim(
+            storage,
+            req("job", 3, schedule_id="s1", **allow),
+            req("job", 1, schedule_id="s1", **allow),
+            req("job", 7, schedule_id="s1", trigger=Trigger.RETRY, attempt=2, **allow),
+            req("job", 9, schedule_id="s2", trigger=Trigger.STARTUP, **allow),
+            req("job", 2, schedule_id="s2", trigger=Trigger.CATCH_UP, status=RunStatus.MISSED),
+        )
+        marks = {s.id: s.high_water for s in storage.list_schedules()}
+        assert marks == {"s1": slot(3), "s2": slot(2)}
+        # TAKEN answers move the mark too, and a paused job's slots still do (PAUSED).
+        self.claim(storage, req("job", 3, schedule_id="s1"), instance="i2")
+        storage.set_paused("job", True, now=T0)
+        (held,) = self.claim(storage, req("job", 8, schedule_id="s1"), instance="i2")
+        assert held.outcome is PAUSED
+        self.claim(storage, req("job", 4, schedule_id="s1"), instance="i2")  # never back
+        schedule = storage.get_schedule("s1")
+        assert schedule is not None and schedule.high_water == slot(8)
+        assert storage.job_states(["job"])["job"].high_water is None
+
+    def test_watchers_hear_each_change_made_through_the_storage(self, storage: Storage) -> None:
+        watch = getattr(storage, "watch_schedules", None)
+        if watch is None:
+            pytest.skip("watch_schedules is an optional capability")
+        heard: list[int] = []
+        unwatch = watch(lambda: heard.append(storage.schedules_revision()))
+        storage.add_schedule(sched("s1"))
+        storage.add_schedule(sched("s1"))  # exists: no change
+        storage.set_schedule_paused("s1", True, now=at(1))
+        storage.set_schedule_paused("s1", True, now=at(2))  # no change
+        self.claim(storage, req("job", 1, schedule_id="s1"))
+        storage.set_schedule_paused("s1", False, now=at(3))
+        storage.delete_schedule("s1")
+        storage.delete_schedule("s1")  # gone: no change
+        assert len(heard) == 4 and heard == sorted(heard)
+        assert heard[-1] == storage.schedules_revision()
+        unwatch()
+        storage.add_schedule(sched("s2"))
+        assert len(heard) == 4
 
     # -- dead letters -------------------------------------------------------------------------
     def test_dead_letters_list_and_clear(self, storage: Storage) -> None:

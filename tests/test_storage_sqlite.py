@@ -87,7 +87,7 @@ def test_a_held_write_lock_is_waited_out_not_raised(db):
 
 
 def test_a_new_database_has_the_current_schema(storage, db):
-    assert storage.schema_version() == SCHEMA_VERSION == 2
+    assert storage.schema_version() == SCHEMA_VERSION == 3
     inspector = sa.inspect(sa.create_engine(f"sqlite:///{db}"))
     for table in build_metadata().sorted_tables:
         assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.c.keys())
@@ -137,12 +137,12 @@ def test_a_version_1_database_is_migrated_forward(db):
     storage = SqliteStorage(f"sqlite:///{db}")
     storage.open()
     try:
-        assert storage.schema_version() == 2
-        indexes = {
-            i["name"]
-            for i in sa.inspect(sa.create_engine(f"sqlite:///{db}")).get_indexes("cronhub_runs")
-        }
+        assert storage.schema_version() == 3
+        inspector = sa.inspect(sa.create_engine(f"sqlite:///{db}"))
+        indexes = {i["name"] for i in inspector.get_indexes("cronhub_runs")}
         assert "ix_cronhub_runs_job_status_id" in indexes
+        assert "cronhub_schedules" in inspector.get_table_names()
+        assert storage.list_schedules() == [] and storage.schedules_revision() == 0
         (old,) = storage.list_runs(RunFilter(job="old"))
         assert old.status is RunStatus.SUCCEEDED and old.params == {"k": 1}
         assert old.finished_at == datetime(2031, 3, 14, 11, 0, 1, 500000, tzinfo=UTC)
@@ -189,7 +189,7 @@ def test_a_database_from_a_newer_cronhub_is_refused(db):
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE cronhub_meta (key VARCHAR(64) PRIMARY KEY, value TEXT)")
         conn.execute("INSERT INTO cronhub_meta VALUES ('schema_version', '99')")
-    with pytest.raises(StorageError, match=r"schema version 99, newer than .* \(2\)"):
+    with pytest.raises(StorageError, match=r"schema version 99, newer than .* \(3\)"):
         SqliteStorage(f"sqlite:///{db}").open()
 
 

@@ -8,8 +8,9 @@ demos and single-process tools; ``serve`` warns that history is lost on exit.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -28,11 +29,13 @@ from cronhub.runs import (
     RunStatus,
     Trigger,
 )
+from cronhub.runtime_schedules import RuntimeSchedule, is_runtime_schedule_id, schedule_marks
 
 if TYPE_CHECKING:
     from cronhub.storage import CrashPolicy, RunFilter
 
 _SlotKey = tuple[str, str, datetime, int]
+log = logging.getLogger("cronhub.storage")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -73,6 +76,10 @@ class MemoryStorage:
     :param retention: How long :meth:`purge_expired` keeps terminal runs (``None``: forever).
     """
 
+    #: Only this process can change the data: watching schedule changes is enough, the
+    #: engine need not poll :meth:`schedules_revision`.
+    process_local = True
+
     def __init__(self, url: str = "memory://", *, retention: timedelta | None = None) -> None:
         #: The URL it was created for (a memory URL carries no secret).
         self.url = url
@@ -88,6 +95,9 @@ class MemoryStorage:
         self._outbox: dict[int, _OutboxRow] = {}
         self._next_run_id = 1
         self._next_item_id = 1
+        self._schedules: dict[str, RuntimeSchedule] = {}
+        self._revision = 0
+        self._schedule_watchers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"MemoryStorage({self.url!r})"
@@ -186,7 +196,9 @@ class MemoryStorage:
             results: list[ClaimResult] = []
             in_batch: dict[int, int] = {}
             for request in requests:
-                if self._paused(request.job) and not request.ignore_pause:
+                if (self._paused(request.job) and not request.ignore_pause) or self._stopped(
+                    request
+                ):
                     results.append(ClaimResult(request, ClaimOutcome.PAUSED))
                     continue
                 running = self._active_of(request.job, RunStatus.RUNNING)
@@ -232,7 +244,20 @@ class MemoryStorage:
                 results.append(ClaimResult(request, outcome, run))
             for job, mark in _high_water_marks(requests).items():
                 self._advance(job, mark)
+            for schedule_id, mark in schedule_marks(requests).items():
+                schedule = self._schedules.get(schedule_id)
+                if schedule is not None and (
+                    schedule.high_water is None or mark > schedule.high_water
+                ):
+                    self._schedules[schedule_id] = schedule.replace(high_water=mark)
             return results
+
+    def _stopped(self, request: ClaimRequest) -> bool:
+        """A request of a runtime schedule that is paused, gone or another job's."""
+        if not is_runtime_schedule_id(request.schedule_id):
+            return False
+        schedule = self._schedules.get(request.schedule_id)
+        return schedule is None or schedule.paused or schedule.job != request.job
 
     def _existing_claim(self, request: ClaimRequest, row: Run, instance: str) -> ClaimResult:
         """``TAKEN``, or ``CLAIMED`` again when the slot's row runs under ``instance``."""
@@ -514,6 +539,93 @@ class MemoryStorage:
         """Move the high-water mark of ``job`` forward to ``slot`` (never back)."""
         with self._lock:
             return self._advance(job, slot.astimezone(UTC))
+
+    # -- runtime schedules --------------------------------------------------------------------
+    def add_schedule(self, schedule: RuntimeSchedule) -> RuntimeSchedule:
+        """Store ``schedule`` unless its id exists; return the stored schedule."""
+        if schedule.created_at is None:
+            raise ValueError(f"schedule {schedule.id}: created_at is required")
+        with self._lock:
+            existing = self._schedules.get(schedule.id)
+            if existing is not None:
+                return existing
+            stored = schedule.replace(
+                params=dict(schedule.params),
+                start=_utc(schedule.start),
+                end=_utc(schedule.end),
+                created_at=_utc(schedule.created_at),
+                updated_at=_utc(schedule.updated_at or schedule.created_at),
+                high_water=_utc(schedule.high_water),
+            )
+            self._schedules[schedule.id] = stored
+            self._revision += 1
+        self._tell_watchers()
+        return stored
+
+    def get_schedule(self, schedule_id: str) -> RuntimeSchedule | None:
+        """One runtime schedule, or ``None``."""
+        with self._lock:
+            return self._schedules.get(schedule_id)
+
+    def list_schedules(self, job: str | None = None) -> list[RuntimeSchedule]:
+        """Runtime schedules (of one job), oldest first."""
+        with self._lock:
+            found = [s for s in self._schedules.values() if job is None or s.job == job]
+        return sorted(found, key=lambda s: (s.created_at or datetime.min.replace(tzinfo=UTC), s.id))
+
+    def delete_schedule(self, schedule_id: str) -> RuntimeSchedule | None:
+        """Delete a runtime schedule; return it, or ``None``."""
+        with self._lock:
+            removed = self._schedules.pop(schedule_id, None)
+            if removed is not None:
+                self._revision += 1
+        if removed is not None:
+            self._tell_watchers()
+        return removed
+
+    def set_schedule_paused(
+        self, schedule_id: str, paused: bool, *, now: datetime
+    ) -> RuntimeSchedule | None:
+        """Pause or resume; resuming moves the mark to ``now``."""
+        now = now.astimezone(UTC)
+        with self._lock:
+            schedule = self._schedules.get(schedule_id)
+            if schedule is None or schedule.paused == paused:
+                return schedule
+            mark = schedule.high_water
+            if not paused and (mark is None or mark < now):
+                mark = now
+            schedule = schedule.replace(paused=paused, updated_at=now, high_water=mark)
+            self._schedules[schedule_id] = schedule
+            self._revision += 1
+        self._tell_watchers()
+        return schedule
+
+    def schedules_revision(self) -> int:
+        """How many schedule changes there were."""
+        with self._lock:
+            return self._revision
+
+    def watch_schedules(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after each schedule change; returns the function that stops it."""
+        with self._lock:
+            self._schedule_watchers.append(callback)
+
+        def unwatch() -> None:
+            with self._lock:
+                if callback in self._schedule_watchers:
+                    self._schedule_watchers.remove(callback)
+
+        return unwatch
+
+    def _tell_watchers(self) -> None:
+        with self._lock:
+            watchers = list(self._schedule_watchers)
+        for callback in watchers:
+            try:
+                callback()
+            except Exception:
+                log.exception("schedule watcher %r failed", callback)
 
     # -- dead letters -------------------------------------------------------------------------
     def dead_letters(self, *, job: str | None = None, limit: int = 100) -> list[Run]:

@@ -522,7 +522,8 @@ class PostgresStorage(SqlStorage):
 
         Events are dicts with an ``event`` key: ``run.queued``, ``run.started`` and
         ``run.finished`` (with ``runs``, a list of run ids), ``job.paused`` and ``job.resumed``
-        (with ``job``), and ``reconnected`` after the listening connection was lost and
+        (with ``job``), ``schedule.changed`` (with ``schedule``, a runtime schedule's id, and
+        ``revision``), and ``reconnected`` after the listening connection was lost and
         re-established (events in between may have been missed). ``local`` is ``True`` for
         the events this storage object itself caused.
         With ``instance``, the listener also registers it in ``cronhub_instances`` and renews
