@@ -21,6 +21,7 @@ Pages:
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
     from cronhub.hub import Hub
     from cronhub.jobs import Job
+
+log = logging.getLogger("cronhub.web")
 
 #: Jobs per page of the jobs table (``?per_page=`` may ask for 10 to 500).
 PER_PAGE = 100
@@ -91,6 +94,7 @@ class Dashboard:
             status_class=formatting.status_class,
             written=formatting.written,
             run_statuses=[s.value for s in RunStatus],
+            marks_total=MARKS,
         )
         self.versions = _static_versions()
 
@@ -117,13 +121,18 @@ class Dashboard:
             **context,
         )
 
-    def page(self, template: str, build: Any) -> Any:
-        """A Starlette endpoint that builds the context in a thread and renders ``template``."""
+    def page(self, template: str, build: Any, *, stats: bool = False) -> Any:
+        """A Starlette endpoint that builds the context in a thread and renders ``template``.
+
+        With ``stats``, the overall stats are rendered too (from the app's runtime, which
+        caches them for a moment, so that reloads and many tabs do not each count runs).
+        """
 
         async def endpoint(request: Request) -> HTMLResponse:
+            extra = {"stats": await self.stats(request)} if stats else {}
             try:
                 html = await run_in_threadpool(
-                    lambda: self.render(request, template, **build(request))
+                    lambda: self.render(request, template, **build(request), **extra)
                 )
                 return HTMLResponse(html)
             except BadParameter as exc:
@@ -133,6 +142,23 @@ class Dashboard:
 
         endpoint.__name__ = template.removesuffix(".html").replace("-", "_")
         return endpoint
+
+    async def stats(self, request: Request) -> dict[str, Any] | None:
+        """The overall stats of ``GET /api/stats``; ``None`` if they cannot be read now.
+
+        The page then shows dashes and the script fetches them; a slow count must not
+        keep the jobs table from showing.
+        """
+        runtime = getattr(request.app.state, "runtime", None)
+        try:
+            if runtime is not None:
+                return await runtime.stats()  # type: ignore[no-any-return]
+            from cronhub.web.runtime import compute_stats
+
+            return await run_in_threadpool(compute_stats, self.hub)
+        except Exception as exc:
+            log.warning("dashboard: overall stats unavailable: %s", exc)
+            return None
 
     def error_page(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
         """A page that says what was wrong with the request."""
@@ -174,7 +200,6 @@ class Dashboard:
             "search": search,
             "tag": tag,
             "tags": tags,
-            "stats": self.stats(),
         }
 
     def job_context(self, request: Request) -> dict[str, Any]:
@@ -239,23 +264,15 @@ class Dashboard:
             spec = getattr(caller, "spec", None)
             doc = (spec.function.__doc__ or "") if spec is not None else ""
             impls = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
-            hooks.append({"name": name, "doc": doc.strip().split("\n")[0], "plugins": impls})
+            hooks.append({"name": name, "doc": formatting.summary(doc), "plugins": impls})
         return {"page_name": "plugins", "plugins": plugins, "hooks": hooks}
-
-    def stats(self) -> dict[str, Any] | None:
-        """Overall stats when the web backend provides them, else ``None`` (JS fetches them)."""
-        try:
-            from cronhub.web.api import compute_stats  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        return compute_stats(self.hub)  # type: ignore[no-any-return]
 
 
 def routes(hub: Hub) -> list[BaseRoute]:
     """The dashboard's routes (pages under ``/``, static files under ``/static``)."""
     board = Dashboard(hub)
     return [
-        Route("/", board.page("jobs.html", board.jobs_context), name="dashboard"),
+        Route("/", board.page("jobs.html", board.jobs_context, stats=True), name="dashboard"),
         Route("/jobs/{name:path}", board.page("job.html", board.job_context), name="job_page"),
         Route("/runs/{run_id:int}", board.page("run.html", board.run_context), name="run_page"),
         Route(

@@ -6,6 +6,7 @@ rendered by the server and one updated live look alike.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -153,3 +154,13 @@ def written(job: dict[str, Any]) -> str:
                 return f"{int(seconds // size)}{unit}"
         return f"{seconds:g}s"
     return str(schedule)
+
+
+_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([^`]+)`")
+
+
+def summary(docstring: str) -> str:
+    """The first paragraph of a docstring as plain text (reST markup removed)."""
+    paragraph = docstring.strip().split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    return _ROLE.sub(r"\1", text).replace("``", "")

@@ -11,6 +11,7 @@
   var base = (body.dataset.base || "").replace(/\/$/, "");
   var pageName = body.dataset.page || "";
   var ACTIVE = ["queued", "running"];
+  var FAILURES = ["failed", "timed_out", "crashed"];
   var MARKS = 10;
 
   // -- formatting (mirrors cronhub/web/formatting.py) -----------------------------------------
@@ -234,7 +235,8 @@
   function refreshStats() {
     var stats = document.getElementById("stats");
     if (!stats) return;
-    later("stats", 1500, function () {
+    // Later than the server's stats cache lives (2 s), so the answer includes this event.
+    later("stats", 2500, function () {
       api("GET", "/api/stats").then(function (data) {
         var cards = stats.querySelectorAll("[data-stat]");
         for (var i = 0; i < cards.length; i++) {
@@ -305,6 +307,7 @@
       }
       var last = isRow ? null : document.querySelector("[data-role=last]");
       if (last) replaceChildren(last, timeEl(job.last_run, false));
+      if (isRow && Array.isArray(job.runs)) setMarks(container, job.runs.slice(0, MARKS).reverse());
       var state = container.querySelector("[data-role=state]");
       if (state) {
         var status = isRow ? jobState(job, container) : job.paused ? "paused" : currentJobState(job);
@@ -337,14 +340,23 @@
     });
   }
 
+  // Redraw a row's marks from its newest runs (oldest first).
+  function setMarks(row, runs) {
+    var marks = row.querySelector("[data-role=marks]");
+    if (!marks) return;
+    var nodes = [];
+    for (var i = runs.length; i < MARKS; i++) nodes.push(el("span", { class: "mark mark-empty", "aria-hidden": "true" }));
+    runs.forEach(function (run) { nodes.push(markEl(run)); });
+    replaceChildren.apply(null, [marks].concat(nodes));
+    if (runs.length) marks.removeAttribute("title");
+  }
+
   function updateMarks(row, run) {
     var marks = row.querySelector("[data-role=marks]");
     if (!marks) return;
-    var empty = marks.querySelector("[data-role=no-runs]");
-    if (empty) empty.remove();
+    marks.removeAttribute("title");
     var existing = rowOf(".mark", "data-run", run.id);
     if (existing && marks.contains(existing)) {
-      setStatusClass(existing, run.status);
       existing.replaceWith(markEl(run));
       return;
     }
@@ -352,6 +364,9 @@
     mark.classList.add("is-new");
     setTimeout(function () { mark.classList.remove("is-new"); }, 2000);
     marks.appendChild(mark);
+    // Ten slots: a new run takes an empty one, or pushes the oldest out.
+    var empty = marks.querySelector(".mark-empty");
+    if (empty) empty.remove();
     var all = marks.querySelectorAll(".mark");
     for (var i = 0; i < all.length - MARKS; i++) all[i].remove();
   }
@@ -465,6 +480,9 @@
     var errorBox = document.getElementById("run-error");
     if (errorBox) {
       errorBox.hidden = !run.error;
+      setStatusClass(errorBox, run.status);
+      errorBox.querySelector("[data-field=error_heading]").textContent =
+        FAILURES.indexOf(run.status) >= 0 ? "Error" : "Reason";
       errorBox.querySelector("[data-field=error_type]").textContent = run.error ? run.error.type || "" : "";
       errorBox.querySelector("[data-field=error_message]").textContent = run.error ? run.error.message || "" : "";
     }
@@ -496,13 +514,57 @@
   }
 
   // -- dead letters ------------------------------------------------------------------------------
+  function reloadDeadLetters() {
+    api("GET", "/api/dead-letters").then(function (data) {
+      var known = {};
+      Array.prototype.forEach.call(document.querySelectorAll("#runs tbody tr"), function (row) {
+        known[row.getAttribute("data-run")] = true;
+      });
+      setRunRows(data.runs);
+      Array.prototype.forEach.call(document.querySelectorAll("#runs tbody tr"), function (row) {
+        if (!known[row.getAttribute("data-run")]) row.classList.add("is-flash");
+      });
+      var count = document.getElementById("dead-count");
+      if (count) count.textContent = String(data.runs.length);
+      var clear = document.querySelector("[data-action=clear-dead-letters]");
+      if (clear) clear.disabled = !data.runs.length;
+    }).catch(function () { /* the next event tries again */ });
+  }
+
+  // A run that ended badly may be a dead letter (the event may predate the flag): re-read them.
   function onDeadLetterRun(run) {
-    if (!run.dead_letter) return;
-    upsertRunRow(run, true);
-    var clear = document.querySelector("[data-action=clear-dead-letters]");
-    if (clear) clear.disabled = false;
-    var count = document.getElementById("dead-count");
-    if (count) count.textContent = String(document.querySelectorAll("#runs tbody tr").length);
+    if (run.dead_letter || FAILURES.indexOf(run.status) >= 0) later("dead-letters", 500, reloadDeadLetters);
+  }
+
+  // -- after missed events (the server restarted, or this tab slept): read the state again -----
+  function resync() {
+    refreshStats();
+    if (pageName === "jobs") {
+      var rows = document.querySelectorAll("#jobs tbody tr[data-job]");
+      for (var i = 0; i < rows.length; i++) refreshJob(rows[i].getAttribute("data-job"));
+    } else if (pageName === "job") {
+      refreshJob(body.dataset.job);
+      if (body.dataset.firstPage === "yes") {
+        var query = "?limit=50&job=" + encodeURIComponent(body.dataset.job) +
+          (body.dataset.filter ? "&status=" + encodeURIComponent(body.dataset.filter) : "");
+        api("GET", "/api/runs" + query).then(function (data) { setRunRows(data.runs); }).catch(function () {});
+      }
+    } else if (pageName === "run") {
+      api("GET", "/api/runs/" + body.dataset.run).then(showRun).catch(function () {});
+    } else if (pageName === "dead-letters") {
+      reloadDeadLetters();
+    }
+  }
+
+  function setRunRows(runs) {
+    var table = document.getElementById("runs");
+    if (!table) return;
+    var showJob = table.hasAttribute("data-show-job");
+    replaceChildren.apply(null, [table.querySelector("tbody")].concat(
+      runs.map(function (run) { return runRow(run, showJob); })));
+    table.hidden = !runs.length;
+    var empty = document.getElementById("runs-empty");
+    if (empty) empty.hidden = !!runs.length;
   }
 
   // -- events ----------------------------------------------------------------------------------
@@ -568,10 +630,7 @@
         onJob(data && data.job ? data.job : data);
       });
     });
-    source.addEventListener("dead_letters.cleared", function () {
-      if (pageName === "dead-letters") clearDeadLetterTable();
-      refreshStats();
-    });
+    source.addEventListener("reset", resync);
   }
 
   function parse(text) {
