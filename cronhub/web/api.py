@@ -6,7 +6,7 @@ Query parameters are checked strictly: an unknown or repeated one is a 400, so a
 silently widens a filter. Blocking storage calls run in a thread.
 
 Job names may contain ``/``: ``/api/jobs/{name}`` takes the rest of the path, and a ``POST``
-whose path ends in ``/run``, ``/pause`` or ``/resume`` is that action on the job before it.
+to a path ending in ``/run``, ``/pause`` or ``/resume`` is that action on the job before it.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def status_param(params: dict[str, str]) -> RunStatus | None:
 def _integer(text: str) -> int | None:
     text = text.strip()
     digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isdigit() or not digits.isascii() or len(digits) > 19:
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 40:
         return None
     return int(text)
 
@@ -245,32 +245,32 @@ async def list_jobs(request: Request) -> Response:
 
 
 @api
-async def job_path(request: Request) -> Response:
-    """``/api/jobs/{name}`` (``GET``) and ``/api/jobs/{name}/{run,pause,resume}`` (``POST``)."""
-    rest: str = request.path_params["rest"]
+async def get_job(request: Request) -> Response:
+    """``GET /api/jobs/{name}``: the job object with its newest runs in ``runs``."""
+    name: str = request.path_params["name"]
     hub = _hub(request)
     jobs = await run_in_threadpool(lambda: hub.jobs)
-    name, _, action = rest.rpartition("/")
-    if request.method == "POST":
-        if action in JOB_ACTIONS and name:
-            job = await _job_or_404(request, name)
-            return await _job_action(request, job, action)
-        if rest in jobs:
-            raise ApiError(
-                405,
-                "method not allowed",
-                f"POST /api/jobs/{rest}: use GET, or POST .../run, .../pause or .../resume",
-                {"Allow": "GET, HEAD"},
-            )
-        raise ApiError(404, "not found", f"no job {rest!r} and no action {action!r}")
-    if rest not in jobs and action in JOB_ACTIONS and name in jobs:
+    prefix, _, action = name.rpartition("/")
+    if name not in jobs and action in JOB_ACTIONS and prefix in jobs:
+        # GET /api/jobs/x/run: the route of the action exists, with another method.
         raise ApiError(405, "method not allowed", f"{action} is done with POST", {"Allow": "POST"})
     query(request, ())
-    job = await _job_or_404(request, rest)
-    return _json(await _job_detail(hub, runtime_of(request), job))
+    job = await _job_or_404(request, name)
+    return _json(await _job_detail(hub, job))
 
 
-async def _job_detail(hub: Hub, runtime: WebRuntime, job: Job) -> dict[str, Any]:
+def _action(action: str) -> Handler:
+    @api
+    async def endpoint(request: Request) -> Response:
+        job = await _job_or_404(request, request.path_params["name"])
+        return await _job_action(request, job, action)
+
+    endpoint.__name__ = endpoint.__qualname__ = f"job_{action}"
+    endpoint.__doc__ = f"``POST /api/jobs/{{name}}/{action}``."
+    return endpoint
+
+
+async def _job_detail(hub: Hub, job: Job) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         [obj] = hub.describe_jobs([job])
         runs = hub.storage.list_runs(RunFilter(job=job.name, limit=JOB_RECENT_RUNS))
@@ -420,7 +420,11 @@ def routes() -> list[Route]:
     """The API's routes (the app adds ``/healthz`` and ``/metrics``)."""
     return [
         Route("/api/jobs", list_jobs, methods=["GET"], name="api_jobs"),
-        Route("/api/jobs/{rest:path}", job_path, methods=["GET", "POST"], name="api_job"),
+        *(
+            Route(f"/api/jobs/{{name:path}}/{action}", _action(action), methods=["POST"])
+            for action in JOB_ACTIONS
+        ),
+        Route("/api/jobs/{name:path}", get_job, methods=["GET"], name="api_job"),
         Route("/api/runs", list_runs, methods=["GET"], name="api_runs"),
         Route("/api/runs/{run_id}", get_run, methods=["GET"], name="api_run"),
         Route("/api/runs/{run_id}/cancel", cancel_run, methods=["POST"], name="api_run_cancel"),
