@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from cronhub.runs import (
     RunStatus,
     Trigger,
 )
+from cronhub.runtime_timers import KEY_PREFIX, RuntimeTimers
 from cronhub.schedules import jitter_delay
 from cronhub.storage import RunFilter
 
@@ -90,6 +92,8 @@ class Engine:
         #: Set when a ``take_queued`` answer was lost: look for runs taken but not started.
         self._check_orphans = False
         self.runs = RunManager(self)
+        #: The runtime schedules fired here (added, paused and removed while running).
+        self.timers = RuntimeTimers(self)
         self.alerts = AlertRouter()
         #: Delivers the alert outbox (started with the scheduler).
         self.delivery = AlertDelivery(hub, instance=self.instance, io=self.io)
@@ -138,7 +142,8 @@ class Engine:
         await self._seed_heap()
         self._started = True
         self._loop_task = asyncio.create_task(self._loop(), name="cronhub-engine")
-        await self._subscribe()
+        notified = await self._subscribe()
+        await self.timers.start(notified=notified)
         self.runs.start()
         self.delivery.start()
         log.info(
@@ -181,6 +186,7 @@ class Engine:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.timers.stop()
         await self.runs.shutdown(self.shutdown_grace if grace is None else grace)
         await self.delivery.stop()
         unsubscribe = getattr(self.hub.storage, "unsubscribe", None)
@@ -205,17 +211,17 @@ class Engine:
         """``True`` while the loop is alive."""
         return bool(self._loop_task and not self._loop_task.done())
 
-    async def _subscribe(self) -> None:
+    async def _subscribe(self) -> bool:
         """Listen to other instances' events where the storage can (an optional capability).
 
         A storage with ``subscribe(callback, *, instance, version)`` (PostgreSQL's
         LISTEN/NOTIFY) calls ``callback(event)`` from its own thread with events such as
         ``{"event": "run.queued"}``, ``{"event": "job.resumed", "job": name}``; the engine then
-        wakes at once instead of at its next timer.
+        wakes at once instead of at its next timer. Returns whether events will arrive.
         """
         subscribe = getattr(self.hub.storage, "subscribe", None)
         if not callable(subscribe):
-            return
+            return False
         from cronhub import __version__
 
         loop = asyncio.get_running_loop()
@@ -228,6 +234,8 @@ class Engine:
             await self.io(subscribe, on_event, instance=self.instance, version=__version__)
         except Exception as exc:
             log.warning("storage events unavailable, timers only: %s", exc)
+            return False
+        return True
 
     def _on_storage_event(self, event: dict[str, Any]) -> None:
         """React to another instance's change: take queued runs, restart resumed jobs."""
@@ -248,13 +256,17 @@ class Engine:
             self._wake()
         elif kind in ("run.queued", "reconnected"):
             self._schedule_housekeeping(self.clock.now())
+        if kind in ("schedule.changed", "reconnected"):
+            # A runtime schedule changed somewhere (or events may have been missed).
+            self.timers.refresh_soon()
 
     def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
     # -- the loop ------------------------------------------------------------------------
-    def _push_next(self, job: Job, after: datetime) -> None:
+    def _push_next(self, job: Job, after: datetime, key: str | None = None) -> None:
+        """Push ``job``'s first slot after ``after``; ``key`` names a runtime schedule's entry."""
         slot = job.next_run(after)
         if slot is None:
             return
@@ -265,7 +277,13 @@ class Engine:
                 schedule, "min_interval", None
             )
             due = slot + timedelta(seconds=jitter_delay(job.name, slot, job.jitter, interval))
-        heapq.heappush(self._heap, (due, slot, job.name))
+        heapq.heappush(self._heap, (due, slot, key or job.name))
+
+    def _drop_entries(self, keys: set[str]) -> None:
+        """Remove the heap entries of these keys (runtime schedules changed or removed)."""
+        if keys:
+            self._heap = [entry for entry in self._heap if entry[2] not in keys]
+            heapq.heapify(self._heap)
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
@@ -310,21 +328,41 @@ class Engine:
         if not due:
             return
         requests: list[ClaimRequest] = []
-        for due_at, slot, name in due:
-            job = self.jobs[name]
+        for due_at, slot, key in due:
+            schedule_id = ""
+            params: dict[str, Any] = {}
+            if key.startswith(KEY_PREFIX):
+                timer = self.timers.target(key)
+                if timer is None:
+                    continue  # a runtime schedule removed while its entry was out of the heap
+                job = timer.job
+                schedule_id, params = timer.schedule.id, timer.schedule.params
+            else:
+                job = self.jobs[key]
             if (now - due_at).total_seconds() > job.misfire_grace:
                 plan = plan_late_slots(job, slot - timedelta(microseconds=1), now)
-                requests.extend(plan.requests)
-                self._push_next(job, max(now, plan.newest or slot))
+                late = plan.requests
+                if schedule_id:
+                    late = [
+                        dataclasses.replace(r, schedule_id=schedule_id, params=params) for r in late
+                    ]
+                requests.extend(late)
+                self._push_next(job, max(now, plan.newest or slot), key)
                 if plan.missed:
-                    log.warning("job %s: %d slot(s) missed", name, plan.missed)
+                    where = f" (schedule {schedule_id})" if schedule_id else ""
+                    log.warning("job %s%s: %d slot(s) missed", job.name, where, plan.missed)
             else:
                 requests.append(
                     ClaimRequest(
-                        job=name, scheduled_for=slot, trigger=Trigger.SCHEDULE, overlap=job.overlap
+                        job=job.name,
+                        scheduled_for=slot,
+                        trigger=Trigger.SCHEDULE,
+                        overlap=job.overlap,
+                        schedule_id=schedule_id,
+                        params=params,
                     )
                 )
-                self._push_next(job, slot)
+                self._push_next(job, slot, key)
         try:
             await self._claim(requests)
         except Exception as exc:
@@ -560,6 +598,10 @@ class Engine:
         ]
         return min(found, key=lambda r: r.id) if found else None
 
+    async def refresh_schedules(self) -> bool:
+        """Read the runtime schedules now (changes are otherwise seen within a second)."""
+        return await self.timers.refresh()
+
     async def set_paused(self, name: str, paused: bool) -> None:
         """Pause or resume a job (persistent; every instance respects it at its next claim)."""
         job = self.hub.get_job(name)
@@ -588,7 +630,7 @@ class Engine:
             await asyncio.sleep(0.005)
             now = self.clock.now()
             due = bool(self._heap) and self._heap[0][0] <= now
-            if not due and self.runs.idle:
+            if not due and self.runs.idle and not self.timers.refreshing:
                 await asyncio.sleep(0.005)
                 if self.runs.idle and not (self._heap and self._heap[0][0] <= self.clock.now()):
                     return

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from cronhub.alerting import ALERT_KINDS
 from cronhub.errors import JobDefinitionError, ScheduleError
+from cronhub.params import JobSignature, signature_of
 from cronhub.runs import Overlap
 from cronhub.schedules import (
     AtSchedule,
@@ -25,6 +26,33 @@ from cronhub.schedules import (
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UP_POLICIES: tuple[str, ...] = ("latest", "all", "none")
 BUILTIN_EXECUTORS: tuple[str, ...] = ("async", "thread", "process")
+
+
+class OnDemandSchedule:
+    """The schedule of a job declared with ``on_demand=True``: no slot of its own.
+
+    Such a job runs when asked (run now) and on the runtime schedules added for it, which is
+    how a job whose parameters have no defaults is scheduled.
+    """
+
+    kind = "on_demand"
+    tz = ZoneInfo("UTC")
+    min_interval = None
+
+    def __repr__(self) -> str:
+        return "OnDemandSchedule()"
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """Never: the job has no slot of its own."""
+        return None
+
+    def expression(self) -> None:
+        """Nothing written (the job object shows ``"schedule": null``)."""
+        return None
+
+    def describe(self) -> str:
+        """The schedule in words."""
+        return "on demand (run now, or runtime schedules)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,8 +160,16 @@ def job(
     tags: Sequence[str] = (),
     description: str | None = None,
     alerts: bool | Sequence[str] = True,
+    on_demand: bool = False,
 ) -> Any:
-    """Declare a scheduled job. Exactly one of ``cron``, ``every`` and ``at`` is required.
+    """Declare a scheduled job. Exactly one of ``cron``, ``every`` and ``at`` is required,
+    unless ``on_demand=True`` declares a job without a schedule of its own (it runs when
+    asked, and on runtime schedules, see :mod:`cronhub.runtime_schedules`).
+
+    The function takes its ``RunContext`` as first positional parameter (or nothing), and
+    may take job parameters after it, filled by keyword from a run's JSON ``params`` (see
+    :mod:`cronhub.params`). Parameters without a default need ``on_demand=True``: the
+    job's own slots call it without parameters.
 
     Usable as ``@cronhub.job(cron="0 2 * * *")`` over a function, or called as
     ``cronhub.job(func, every="5m")``. Every option is validated here: a bad one raises
@@ -156,13 +192,16 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
     if not isinstance(name, str) or not name.strip():
         raise JobDefinitionError(str(name), "name", name, "must be a non-empty string")
     check = _Checker(name)
-    takes_context = check.signature(func)
+    signature = check.signature(func)
     tz = check.zone(options.get("tz"))
     start = check.instant("start", options.get("start"), tz)
     end = check.instant("end", options.get("end"), tz)
     if start and end and end <= start:
         raise JobDefinitionError(name, "end", end.isoformat(), "must be after start")
-    schedule = check.schedule(options, tz, start)
+    on_demand = check.flag("on_demand", options.get("on_demand", False))
+    schedule = check.schedule(options, tz, start, on_demand=on_demand)
+    run_on_startup = check.flag("run_on_startup", options.get("run_on_startup", False))
+    check.parameters(signature, on_demand=on_demand, run_on_startup=run_on_startup)
     timeout = options.get("timeout")
     overlap = check.choice("overlap", options.get("overlap", "skip"), [o.value for o in Overlap])
     executor = options.get("executor") or _default_executor(func)
@@ -208,10 +247,10 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
         catch_up_limit=check.count("catch_up_limit", options.get("catch_up_limit", 100)),
         catch_up_window=check.seconds("catch_up_window", options.get("catch_up_window", "24h")),
         executor=executor,
-        run_on_startup=check.flag("run_on_startup", options.get("run_on_startup", False)),
+        run_on_startup=run_on_startup,
         tags=tuple(tags),
         description=str(description),
-        takes_context=takes_context,
+        takes_context=signature.takes_context,
         alerts=check.alerts(options.get("alerts", True)),
     )
 
@@ -229,26 +268,33 @@ class _Checker:
     def fail(self, option: str, value: Any, reason: str) -> JobDefinitionError:
         return JobDefinitionError(self.job, option, value, reason)
 
-    def signature(self, func: Callable[..., Any]) -> bool:
-        try:
-            params = list(inspect.signature(func).parameters.values())
-        except (TypeError, ValueError):
-            return False
-        required = [
-            p
-            for p in params
-            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-            names = ", ".join(p.name for p in required)
+    def signature(self, func: Callable[..., Any]) -> JobSignature:
+        signature = signature_of(func)
+        if signature.positional_only:
+            names = ", ".join(signature.positional_only)
             raise JobDefinitionError(
                 self.job,
                 None,
                 None,
-                f"a job function takes no argument or one RunContext, not ({names})",
+                f"a job function takes a RunContext, then parameters passed by keyword; "
+                f"({names}) cannot be passed by keyword",
             )
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        return bool(positional)
+        return signature
+
+    def parameters(self, signature: JobSignature, *, on_demand: bool, run_on_startup: bool) -> None:
+        # The job's own slots (and run_on_startup) call it without parameters.
+        if on_demand and not run_on_startup:
+            return
+        for name in signature.required:
+            why = "run_on_startup calls it" if on_demand else "the job's own schedule calls it"
+            raise JobDefinitionError(
+                self.job,
+                None,
+                None,
+                f"parameter {name!r} has no default, and {why} without parameters "
+                "(give it a default, or declare the job with on_demand=True and add runtime "
+                "schedules with parameters)",
+            )
 
     def zone(self, value: Any) -> ZoneInfo:
         try:
@@ -270,15 +316,27 @@ class _Checker:
             value = value.replace(tzinfo=tz)
         return value.astimezone(UTC)
 
-    def schedule(self, options: dict[str, Any], tz: ZoneInfo, start: datetime | None) -> Schedule:
+    def schedule(
+        self, options: dict[str, Any], tz: ZoneInfo, start: datetime | None, *, on_demand: bool
+    ) -> Schedule:
         given = [k for k in ("cron", "every", "at") if options.get(k) is not None]
+        if on_demand:
+            if given:
+                raise JobDefinitionError(
+                    self.job,
+                    "on_demand",
+                    True,
+                    f"a job on demand has no schedule of its own (given: {', '.join(given)})",
+                )
+            return OnDemandSchedule()  # type: ignore[return-value]
         if len(given) != 1:
             detail = ", ".join(given) if given else "none"
+            hint = "" if given else "; on_demand=True declares a job that runs only when asked"
             raise JobDefinitionError(
                 self.job,
                 None,
                 None,
-                f"exactly one of cron, every, at is required (given: {detail})",
+                f"exactly one of cron, every, at is required (given: {detail}){hint}",
             )
         kind = given[0]
         value = options[kind]

@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("executors", "cronhub.builtin.executors"),
     ("alerts", "cronhub.builtin.alerts"),
     ("commands", "cronhub.builtin.commands"),
+    ("schedule_commands", "cronhub.builtin.schedule_commands"),
 )
 
 #: Built-ins without which cronhub cannot work; disabling one is a usage error.

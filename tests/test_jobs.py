@@ -108,11 +108,20 @@ def test_job_function_signature_is_checked():
     def two(a, b):
         pass
 
+    # The first positional parameter is the context; a job parameter without a default cannot
+    # be filled by the job's own slots.
     with pytest.raises(
         JobDefinitionError,
-        match=r"job 'x': a job function takes no argument or one RunContext, not \(a, b\)",
+        match=r"job 'x': parameter 'b' has no default, and the job's own schedule calls it",
     ):
         cronhub.job(two, name="x", every="1m")
+    assert cronhub.job(two, name="x", on_demand=True).kind == "on_demand"
+
+    def positional_only(ctx, region, /):
+        pass
+
+    with pytest.raises(JobDefinitionError, match=r"\(region\) cannot be passed by keyword"):
+        cronhub.job(positional_only, name="y", on_demand=True)
 
 
 def test_process_jobs_must_be_importable():

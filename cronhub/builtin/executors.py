@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cronhub.context import LogCapture
 from cronhub.executors import Outcome
+from cronhub.params import keyword_arguments, signature_of
 from cronhub.plugins import hookimpl
 from cronhub.runs import RunStatus
 
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
 
 def _call(job: Job, ctx: RunContext) -> Any:
+    # Job parameters the function declares are passed by keyword; all are in ctx.params.
+    kwargs = keyword_arguments(signature_of(job.func), ctx.params) if ctx.params else {}
     if not job.takes_context:
-        return job.func()
-    return job.func(ctx)
+        return job.func(**kwargs)
+    return job.func(ctx, **kwargs)
 
 
 class AsyncExecutor:
@@ -121,13 +124,15 @@ def _child_main(conn: multiprocessing.connection.Connection, payload: bytes) -> 
         for part in qualname.split("."):
             target = getattr(target, part)
         func = getattr(target, "func", target)  # a Job object wraps the function
+        params = ctx_fields.get("params") or {}
+        kwargs = keyword_arguments(signature_of(func), params) if params else {}
         if takes_context:
             from cronhub.context import RunContext
 
             ctx = RunContext(log=logger, **ctx_fields)
-            result = func(ctx)
+            result = func(ctx, **kwargs)
         else:
-            result = func()
+            result = func(**kwargs)
         if asyncio.iscoroutine(result):
             asyncio.run(result)
         outcome = Outcome(RunStatus.SUCCEEDED, log=capture.text())
