@@ -1,0 +1,381 @@
+"""The benchmark report: Markdown tables (median, min-max over repeats), ratios, plots.
+
+``write(data, path)`` turns the runner's results (the JSON it saves) into ``path`` and PNG plots
+in a folder named after it (``docs/benchmarks.md`` -> ``docs/benchmarks/``), and copies the
+results there as ``results.json``, so the report can be rebuilt with
+``python benchmarks/run.py --report-only docs/benchmarks/results.json --output docs/benchmarks.md``.
+The hand-written part (fairness choices, what bounds the figures) is ``benchmarks/notes.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import suite
+
+HERE = Path(__file__).resolve().parent
+#: An en dash (empty cells, ranges) and the multiplication sign (ratios).
+DASH, TIMES = "\u2013", "\u00d7"
+NOTES = HERE / "notes.md"
+
+
+@dataclass
+class Cell:
+    """One subject's figures in one workload, over its repeats."""
+
+    subject: str
+    ok: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        """The numeric values of ``key`` over the successful repeats."""
+        out = []
+        for result in self.ok:
+            value = result.get(key)
+            if isinstance(value, int | float) and not (
+                isinstance(value, float) and math.isnan(value)
+            ):
+                out.append(float(value))
+        return out
+
+    def median(self, key: str) -> float | None:
+        """The median of ``key``, or ``None`` without a successful repeat."""
+        values = self.values(key)
+        return statistics.median(values) if values else None
+
+    def spread(self, key: str) -> tuple[float, float] | None:
+        """Min and max of ``key``."""
+        values = self.values(key)
+        return (min(values), max(values)) if values else None
+
+
+def collect(data: dict[str, Any]) -> dict[str, dict[str, Cell]]:
+    """Records grouped by workload, then subject."""
+    cells: dict[str, dict[str, Cell]] = {}
+    for record in data["records"]:
+        cell = cells.setdefault(record["workload"], {}).setdefault(
+            record["subject"], Cell(record["subject"])
+        )
+        if record["status"] == "ok":
+            cell.ok.append(record["result"])
+        else:
+            cell.failures.append(record)
+    return cells
+
+
+def number(value: float | None, digits: int) -> str:
+    """``value`` with thousands separators, or a dash."""
+    if value is None:
+        return DASH
+    if digits == 0 or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def figure(cell: Cell, metric: suite.Metric) -> str:
+    """``median (min-max)`` of one metric, or why there is none."""
+    median = cell.median(metric.key)
+    if median is None:
+        return failure_text(cell)
+    low, high = cell.spread(metric.key) or (median, median)
+    text = number(median, metric.digits)
+    if len(cell.values(metric.key)) > 1 and (low != high):
+        text += f" ({number(low, metric.digits)}{DASH}{number(high, metric.digits)})"
+    return text
+
+
+def failure_text(cell: Cell) -> str:
+    """Why a cell has no figure: time limit (with progress), error, not supported."""
+    if not cell.failures:
+        return DASH
+    record = cell.failures[0]
+    status = record["status"]
+    if status == "timeout":
+        progress = record.get("progress")
+        done = f", {progress:,} done" if progress else ""
+        return f"unfinished after {record['limit']:.0f} s{done}"
+    if status == "unsupported":
+        return "n/a"
+    if status == "absent":
+        return "not run"
+    return "error (see results.json)"
+
+
+def label(name: str) -> str:
+    """A subject's label."""
+    for subject in (*suite.SUBJECTS, *suite.EXTRA_SUBJECTS):
+        if subject.name == name:
+            return subject.label
+    return name
+
+
+def ratio(cells: dict[str, Cell], subject: str, baseline: str, key: str) -> float | None:
+    """median(subject) / median(baseline) for ``key``."""
+    a = cells.get(subject)
+    b = cells.get(baseline)
+    if a is None or b is None:
+        return None
+    va, vb = a.median(key), b.median(key)
+    if va is None or vb is None or vb == 0:
+        return None
+    return va / vb
+
+
+def workload_table(name: str, cells: dict[str, Cell], params: dict[str, Any]) -> list[str]:
+    """The Markdown section of one workload (W1-W5)."""
+    workload = suite.WORKLOADS[name]
+    base_label = label(workload.baseline)
+    ratio_label = next(m.label for m in workload.metrics if m.key == workload.ratio_metric)
+    lines = [
+        f"## {name}: {workload.title}",
+        "",
+        workload.description.format(**params),
+        "",
+        "| subject | "
+        + " | ".join(m.label for m in workload.metrics)
+        + f" | {ratio_label} ÷ {base_label} |",
+        "| --- | " + " | ".join("---:" for _ in workload.metrics) + " | ---: |",
+    ]
+    order = [s.name for s in (*suite.SUBJECTS, *suite.EXTRA_SUBJECTS)]
+    for subject in sorted(cells, key=lambda s: order.index(s) if s in order else 99):
+        cell = cells[subject]
+        r = ratio(cells, subject, workload.baseline, workload.ratio_metric)
+        ratio_text = DASH if r is None else f"{r:,.2f}{TIMES}"
+        name_text = f"**{label(subject)}**" if subject.startswith("cronhub") else label(subject)
+        row = [figure(cell, m) for m in workload.metrics]
+        lines.append(f"| {name_text} | " + " | ".join(row) + f" | {ratio_text} |")
+    notes = _cell_notes(name, cells)
+    if notes:
+        lines += ["", *notes]
+    return lines
+
+
+def _cell_notes(name: str, cells: dict[str, Cell]) -> list[str]:
+    """What the records say beyond the table: what cronhub wrote, late starts."""
+    notes = []
+    for subject, cell in cells.items():
+        recorded = [r["recorded"] for r in cell.ok if r.get("recorded") is not None]
+        if recorded:
+            statuses = ", ".join(
+                f"{k} {v:,}" for k, v in sorted(recorded[-1].items(), key=lambda kv: -kv[1])
+            )
+            notes.append(f"- {label(subject)}: runs in its database (last repeat): {statuses}.")
+        late = [r.get("late_start_s", 0.0) for r in cell.ok]
+        if late and max(late) > 0:
+            notes.append(
+                f"- {label(subject)}: registering the jobs outlasted the lead time by up to "
+                f"{max(late):.1f} s; its rate is counted from the end of its start-up."
+            )
+    return sorted(notes)
+
+
+def w6_section(records: list[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """The multi-instance section: whatever figures ``postgres_instances.py`` printed."""
+    lines = ["## W6: multi-instance (PostgreSQL)", ""]
+    lines.append(
+        f"{params['jobs']:,} jobs every second for {params['duration']} s, shared by "
+        f"{', '.join(map(str, params['instances']))} cronhub instance(s) on one PostgreSQL "
+        "database (`benchmarks/postgres_instances.py`)."
+    )
+    lines.append("")
+    absent = [r for r in records if r["status"] == "absent"]
+    if absent:
+        return [*lines, f"Not run: {absent[0]['error']}."]
+    by_n: dict[int, Cell] = {}
+    for record in records:
+        cell = by_n.setdefault(int(record.get("instances", 0)), Cell(str(record.get("instances"))))
+        (cell.ok if record["status"] == "ok" else cell.failures).append(
+            record.get("result") if record["status"] == "ok" else record
+        )
+    keys: list[str] = []
+    for cell in by_n.values():
+        for result in cell.ok:
+            keys.extend(
+                k for k, v in result.items() if isinstance(v, int | float) and k not in keys
+            )
+    if not keys:
+        failed = next(iter(by_n.values())).failures if by_n else []
+        detail = failed[0].get("error", failed[0]["status"]) if failed else "no records"
+        return [*lines, f"No figures: {detail}"]
+    lines.append("| instances | " + " | ".join(keys) + " |")
+    lines.append("| ---: | " + " | ".join("---:" for _ in keys) + " |")
+    for n in sorted(by_n):
+        cell = by_n[n]
+        row = [figure(cell, suite.Metric(k, k, digits=1)) for k in keys]
+        lines.append(f"| {n} | " + " | ".join(row) + " |")
+    return lines
+
+
+def check_targets(cells: dict[str, dict[str, Cell]]) -> list[str]:
+    """The table of cronhub's targets: figure, reference, verdict."""
+    lines = [
+        "| workload | target | cronhub | reference | ratio | met |",
+        "| --- | --- | ---: | ---: | ---: | :---: |",
+    ]
+    for target in suite.TARGETS:
+        workload = cells.get(target.workload, {})
+        cell = workload.get(target.subject)
+        if cell is None:
+            continue
+        value = cell.median(target.metric)
+        reference = (
+            workload[target.baseline].median(target.metric)
+            if (target.baseline and target.baseline in workload)
+            else None
+        )
+        digits = next(
+            (m.digits for m in suite.WORKLOADS[target.workload].metrics if m.key == target.metric),
+            1,
+        )
+        met: bool | None = None
+        ratio_text = DASH
+        if value is not None:
+            if target.factor is not None and reference:
+                r = value / reference
+                ratio_text = f"{r:,.2f}{TIMES}"
+                met = r >= target.factor if target.at_least else r <= target.factor
+            elif target.limit is not None and target.baseline is not None and reference is not None:
+                met = value <= reference + target.limit
+            elif target.limit is not None and target.baseline is None:
+                met = value <= target.limit
+            if met and target.zero:
+                met = all(r.get(target.zero) == 0 for r in cell.ok) and not cell.failures
+        verdict = {True: "yes", False: "**no**", None: DASH}[met]
+        ref_text = DASH if reference is None else number(reference, digits)
+        if target.limit is not None and target.baseline is None:
+            ref_text = f"limit {number(target.limit, digits)}"
+        value_text = figure(cell, suite.Metric(target.metric, "", digits=digits))
+        lines.append(
+            f"| {target.workload} | {target.text} | {value_text} "
+            f"| {ref_text} | {ratio_text} | {verdict} |"
+        )
+    return lines
+
+
+def plots(cells: dict[str, dict[str, Cell]], folder: Path) -> dict[str, str]:
+    """One PNG per workload (median bars, min-max whiskers); ``{}`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    order = [s.name for s in (*suite.SUBJECTS, *suite.EXTRA_SUBJECTS)]
+    made: dict[str, str] = {}
+    for name, workload in suite.WORKLOADS.items():
+        by_subject = cells.get(name)
+        if not by_subject:
+            continue
+        subjects = sorted(by_subject, key=lambda s: order.index(s) if s in order else 99)
+        metrics = [m for m in workload.metrics if m.key not in ("cpu_s", "max_ms", "missed")]
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(4.2 * len(metrics), 0.5 * len(subjects) + 1.4), squeeze=False
+        )
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            medians, lows, highs, colours = [], [], [], []
+            for s in subjects:
+                cell = by_subject[s]
+                m = cell.median(metric.key)
+                low, high = cell.spread(metric.key) or (0.0, 0.0)
+                medians.append(m or 0.0)
+                lows.append(max(0.0, (m or 0.0) - low))
+                highs.append(max(0.0, high - (m or 0.0)))
+                colours.append("#1f77b4" if s.startswith("cronhub") else "#999999")
+            y = range(len(subjects))
+            ax.barh(list(y), medians, xerr=[lows, highs], color=colours, capsize=3)
+            ax.set_yticks(list(y))
+            ax.set_yticklabels([label(s) for s in subjects] if ax is axes[0][0] else [])
+            ax.invert_yaxis()
+            positive = [v for v in medians if v > 0]
+            if positive and max(positive) / min(positive) > 30:
+                ax.set_xscale("log")
+            ax.set_xlabel(metric.label + (" (lower is better)" if metric.lower_is_better else ""))
+            for i, (m, s) in enumerate(zip(medians, subjects, strict=True)):
+                if m == 0 and by_subject[s].median(metric.key) is None:
+                    ax.text(0, i, "  " + failure_text(by_subject[s]), va="center", fontsize=7)
+        fig.suptitle(f"{name}: {workload.title}")
+        fig.tight_layout()
+        path = folder / f"{name.lower()}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made[name] = path.name
+    return made
+
+
+def header(data: dict[str, Any]) -> list[str]:
+    """Where, when and with what the figures were measured."""
+    env = data.get("environment", {})
+    project, peer = env.get("project", {}), env.get("peers", {})
+    load = env.get("load_before", [0, 0, 0])
+    load_after = env.get("load_after", load)
+    cores = env.get("cores") or 1
+    versions = ", ".join(f"{k} {v}" for k, v in peer.items() if v and k not in ("python", "sqlite"))
+    commit = env.get("commit", "?") + (" (with uncommitted changes)" if env.get("dirty") else "")
+    lines = [
+        f"Measured {data['started']} on {env.get('cpu', '?')}, {cores} cores "
+        f"({env.get('platform', '?')}), Python {project.get('python', '?')}, SQLite "
+        f"{project.get('sqlite', '?')}; cronhub at commit {commit}; peers: {versions or DASH}. "
+        f"{data['repeats']} repeat(s) per figure, each a fresh process: the median, with the "
+        f"min{DASH}max range in brackets. The run took {data.get('seconds', 0) / 60:.1f} min.",
+        "",
+        f"Command: `{data.get('command', 'python benchmarks/run.py')}`",
+        "",
+    ]
+    if max(load[0], load_after[0]) > 0.5 * cores:
+        lines += [
+            f"> **Noisy figures.** The machine was busy with other work during this run (load "
+            f"average {load[0]:.1f} at the start, {load_after[0]:.1f} at the end, on {cores} "
+            "cores). Absolute figures, lateness above all, are worse than on a quiet machine; "
+            "ratios taken in the same run are the figures to compare.",
+            "",
+        ]
+    return lines
+
+
+def render(data: dict[str, Any], plot_names: dict[str, str], plot_dir: str) -> str:
+    """The whole Markdown report."""
+    cells = collect(data)
+    lines = [
+        "# Benchmarks",
+        "",
+        "cronhub against the schedulers a user would otherwise pick (APScheduler 3.11 and "
+        "FastScheduler) and a bare-asyncio floor, on the same workloads in one run. This page is "
+        "written by `python benchmarks/run.py` (see [Running them](#running-them)); tests never "
+        "time anything.",
+        "",
+        *header(data),
+        "## cronhub's targets",
+        "",
+        *check_targets(cells),
+        "",
+    ]
+    for name in data["workloads"]:
+        if name == "W6":
+            w6 = [r for r in data["records"] if r["workload"] == "W6"]
+            lines += [*w6_section(w6, data["params"]["W6"]), ""]
+            continue
+        if name not in cells:
+            continue
+        lines += [*workload_table(name, cells[name], data["params"][name]), ""]
+        if name in plot_names:
+            lines += [f"![{name}]({plot_dir}/{plot_names[name]})", ""]
+    if NOTES.exists():
+        lines += [NOTES.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
+def write(data: dict[str, Any], path: Path) -> None:
+    """Write the report to ``path``, its plots and a copy of ``data`` beside it."""
+    folder = path.with_suffix("")
+    plot_names = plots(collect(data), folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(data, indent=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(data, plot_names, folder.name))
