@@ -7,6 +7,7 @@ the transaction helpers that :class:`~cronhub.sql.SqlStorage` defines.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -97,17 +98,9 @@ class SqlHistory:
 
         def read(conn: Connection) -> None:
             for chunk in chunks(names, RECENT_CHUNK):
-                branches = [
-                    sa.select(*LIGHT_COLUMNS)
-                    .where(runs.c.job == name)
-                    .order_by(runs.c.id.desc())
-                    .limit(per_job)
-                    .subquery()
-                    .select()
-                    for name in chunk
-                ]
-                query = branches[0] if len(branches) == 1 else sa.union_all(*branches)
-                for row in conn.execute(query).mappings():
+                params: dict[str, Any] = {f"job{i}": name for i, name in enumerate(chunk)}
+                params["per_job"] = per_job
+                for row in conn.execute(_recent_query(len(chunk)), params).mappings():
                     found[row["job"]].append(row_to_run(row))
 
         self._run(read, write=False)
@@ -352,6 +345,22 @@ class SqlHistory:
             .values(attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error)
         )
         self._run(lambda c: c.execute(update), write=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _recent_query(count: int) -> sa.TextClause:
+    """The ``UNION ALL`` of :meth:`SqlHistory.recent_runs` for ``count`` names.
+
+    Written as text and kept per ``count``: building and compiling a union of hundreds of
+    SQLAlchemy selects for every call cost more than running it.
+    """
+    columns = ", ".join(column.name for column in LIGHT_COLUMNS)
+    branch = (
+        "SELECT * FROM (SELECT {columns} FROM cronhub_runs WHERE job = :job{i} "
+        "ORDER BY id DESC LIMIT :per_job) AS recent{i}"
+    )
+    sql = " UNION ALL ".join(branch.format(columns=columns, i=i) for i in range(count))
+    return sa.text(sql).columns(*LIGHT_COLUMNS)
 
 
 def _alert_payload(alert: Alert, now: datetime) -> dict[str, Any]:

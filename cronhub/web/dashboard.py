@@ -185,7 +185,7 @@ class Dashboard:
         recent = self.hub.storage.recent_runs([job["name"] for job in jobs], per_job=MARKS)
         for job in jobs:
             runs = recent.get(job["name"], [])
-            job["marks"] = [run.to_dict() for run in reversed(runs)]
+            job["marks"] = [formatting.mark(run) for run in reversed(runs)]
             job["state"] = formatting.job_state(job, runs)
         return {
             "page_name": "jobs",

@@ -59,7 +59,10 @@ def abstime(value: datetime | str | None) -> str:
     when = _when(value)
     if when is None:
         return ""
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if when.utcoffset():
+        when = when.astimezone(UTC)
+    # isoformat, not strftime: a page of the jobs table formats a thousand of these.
+    return when.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + " UTC"
 
 
 def duration(ms: int | None) -> str:
@@ -90,6 +93,19 @@ def percent(value: float | None) -> str:
 def status_class(status: str | None) -> str:
     """The CSS class that colours a status: ``s-succeeded``, ``s-failed``, ..."""
     return f"s-{status or 'never'}"
+
+
+def mark(run: Run) -> dict[str, Any]:
+    """What a coloured mark of the jobs table needs: the run's id, status and a tooltip.
+
+    Built here rather than in the template: a page of 100 jobs has 1,000 marks.
+    """
+    status = str(run.status)
+    when = run.started_at or run.finished_at or run.created_at
+    title = f"#{run.id} {status.replace('_', ' ')}"
+    if when is not None:
+        title += " · " + abstime(when)
+    return {"id": run.id, "status": status, "title": title}
 
 
 def job_state(job: dict[str, Any], recent: Sequence[Run]) -> str:

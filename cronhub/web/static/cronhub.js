@@ -336,7 +336,6 @@
     return el("a", {
       class: "mark " + statusClass(run.status), href: runUrl(run.id), "data-run": run.id,
       title: "#" + run.id + " " + words(run.status) + (when ? " · " + abstime(new Date(when)) : ""),
-      "aria-label": "run " + run.id + " " + run.status,
     });
   }
 
@@ -345,7 +344,7 @@
     var marks = row.querySelector("[data-role=marks]");
     if (!marks) return;
     var nodes = [];
-    for (var i = runs.length; i < MARKS; i++) nodes.push(el("span", { class: "mark mark-empty", "aria-hidden": "true" }));
+    for (var i = runs.length; i < MARKS; i++) nodes.push(el("span", { class: "mark mark-empty" }));
     runs.forEach(function (run) { nodes.push(markEl(run)); });
     replaceChildren.apply(null, [marks].concat(nodes));
     if (runs.length) marks.removeAttribute("title");
