@@ -60,6 +60,7 @@ RESERVED_PREFIX = "@"
 MAX_PREVIEW = 100
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 def new_schedule_id() -> str:
@@ -218,6 +219,21 @@ def validate_params(job: Job, params: Any) -> dict[str, Any]:
     return check_params(job.name, signature_of(job.func), params)
 
 
+@dataclass(frozen=True)
+class Preview:
+    """The next run times of an expression, and how to show them."""
+
+    times: list[datetime]
+    #: The schedule in words (``at 09:00 on Monday``).
+    text: str
+    #: The zone the times are shown in: the expression's, UTC for ``every``.
+    zone: ZoneInfo
+
+    def isoformat(self) -> list[str]:
+        """The times as ISO 8601 text with the zone's offset (as ``cronhub next --json``)."""
+        return [t.astimezone(self.zone).isoformat() for t in self.times]
+
+
 def preview(
     expression: str,
     *,
@@ -227,7 +243,7 @@ def preview(
     kind: str | None = None,
     start: datetime | str | None = None,
     end: datetime | str | None = None,
-) -> list[datetime]:
+) -> Preview:
     """The next ``count`` slots of an expression, as ``cronhub next`` computes them.
 
     Without ``kind``, ``expression`` is read like ``cronhub next`` reads it (a cron
@@ -256,7 +272,8 @@ def preview(
             break
         times.append(slot)
         current = slot
-    return times
+    shown = _UTC_ZONE if timetable.kind == "every" else timetable.tz
+    return Preview(times, timetable.describe(), shown)
 
 
 class RuntimeSchedules:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import textwrap
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import httpx
 import pytest
 from cronhub_storage_postgres.testing import (  # noqa: F401 - fixtures
     postgres_database,
@@ -316,18 +318,18 @@ def test_add_list_pause_resume_remove(book, clock):
 
 def test_preview_lists_next_times_like_cronhub_next():
     after = datetime(2026, 3, 27, 12, tzinfo=UTC)
-    times = preview("30 2 * * *", tz="Europe/Berlin", after=after, count=3)
+    shown = preview("30 2 * * *", tz="Europe/Berlin", after=after, count=3)
     # 2026-03-29 02:30 does not exist in Berlin: a fixed-time job runs at 03:00 that day.
-    assert [t.astimezone(UTC).isoformat() for t in times] == [
-        "2026-03-28T01:30:00+00:00",
-        "2026-03-29T01:00:00+00:00",
-        "2026-03-30T00:30:00+00:00",
+    assert shown.isoformat() == [
+        "2026-03-28T02:30:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
     ]
-    assert preview("every:90m", after=after, count=2)[1] - preview("every:90m", after=after)[0] == (
-        timedelta(minutes=90)
-    )
+    assert shown.text == "at 02:30 every day (Europe/Berlin)"
+    every = preview("every:90m", after=after, count=2).times
+    assert every[1] - every[0] == timedelta(minutes=90)
     window = preview("5m", kind="every", after=after, end=after + timedelta(minutes=12))
-    assert len(window) == 2
+    assert len(window.times) == 2 and window.zone.key == "UTC"
     with pytest.raises(ScheduleInputError, match="count: 0"):
         preview("* * * * *", count=0)
     with pytest.raises(ScheduleInputError) as info:
@@ -916,3 +918,267 @@ async def test_postgres_instances_hear_of_schedule_changes_without_polling(
             hub.close()
     slots = [slot for slot, _ in seen]
     assert len(slots) == len(set(slots)) >= 4
+
+
+# -- the HTTP API -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app, *, lifespan=True):
+    """The app (with its lifespan: the scheduler) and an httpx client over the ASGI transport."""
+    async with contextlib.AsyncExitStack() as stack:
+        if lifespan:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=30
+        )
+        yield await stack.enter_async_context(client)
+
+
+@pytest.fixture
+def api_hub(rhub):
+    @rhub.job(on_demand=True, name="report")
+    def _report(ctx, *, region: str, limit: int = 10):
+        ctx.log.info("report %s %s", region, limit)
+
+    @rhub.job(every="1h", name="billing/nightly")
+    def _nightly(ctx):
+        pass
+
+    return rhub
+
+
+async def test_api_add_list_get_pause_resume_delete(api_hub, clock):
+    app = api_hub.asgi()
+    bus = app.state.events
+    start = bus.last_id
+    async with serving(app, lifespan=False) as client:
+        body = {"cron": "0 9 * * MON-FRI", "tz": "Europe/Berlin", "params": {"region": "eu"}}
+        added = await client.post("/api/jobs/report/schedules", json=body)
+        assert added.status_code == 201, added.text
+        schedule = added.json()
+        sid = schedule["id"]
+        assert schedule["job"] == "report" and schedule["created_by"] == "api"
+        assert schedule["params"] == {"region": "eu"} and schedule["paused"] is False
+        assert schedule["next_run"] == "2026-01-05T09:00:00+01:00"
+        # A job name with a slash: the schedules route still finds it.
+        clock.advance(1)
+        other = await client.post("/api/jobs/billing/nightly/schedules", json={"every": 900})
+        assert other.status_code == 201, other.text
+        assert other.json()["job"] == "billing/nightly" and other.json()["schedule"] == "900"
+        listed = (await client.get("/api/schedules")).json()["schedules"]
+        assert [s["id"] for s in listed] == [sid, other.json()["id"]]
+        mine = (await client.get("/api/schedules", params={"job": "report"})).json()
+        assert [s["id"] for s in mine["schedules"]] == [sid]
+        by_job = (await client.get("/api/jobs/billing/nightly/schedules")).json()["schedules"]
+        assert [s["job"] for s in by_job] == ["billing/nightly"]
+        assert (await client.get(f"/api/schedules/{sid}")).json() == schedule
+        paused = await client.post(f"/api/schedules/{sid}/pause")
+        assert paused.status_code == 200 and paused.json()["paused"] is True
+        assert paused.json()["next_run"] is None
+        resumed = await client.post(f"/api/schedules/{sid}/resume")
+        assert resumed.status_code == 200 and resumed.json()["paused"] is False
+        deleted = await client.delete(f"/api/schedules/{sid}")
+        assert deleted.status_code == 200 and deleted.json()["removed"] is True
+        assert deleted.json()["schedule"]["id"] == sid
+        gone = await client.get(f"/api/schedules/{sid}")
+        assert gone.status_code == 404 and gone.json() == {
+            "error": "unknown schedule",
+            "detail": f"unknown schedule {sid!r}",
+        }
+        doc = (await client.get("/api/openapi.json")).json()
+    _, events = bus.subscribe(start)
+    assert [e.kind for e in events] == ["schedule.changed"] * 5
+    assert events[-1].data["removed"] is True and events[-1].data["schedule"]["id"] == sid
+    for path in (
+        "/api/jobs/{name}/schedules",
+        "/api/schedules",
+        "/api/schedules/{schedule_id}",
+        "/api/schedules/{schedule_id}/pause",
+        "/api/schedules/{schedule_id}/resume",
+        "/api/preview",
+    ):
+        assert path in doc["paths"]
+    assert set(doc["paths"]["/api/jobs/{name}/schedules"]) == {"get", "post"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (
+            {"every": "5m", "params": {"region": "eu", "limit": "all"}},
+            400,
+            {
+                "error": "invalid parameter",
+                "detail": "job 'report': parameter 'limit': expected int, got 'all' (str)",
+                "job": "report",
+                "parameter": "limit",
+            },
+        ),
+        (
+            {"every": "5m"},
+            400,
+            {
+                "error": "invalid parameter",
+                "detail": "job 'report': parameter 'region': missing required parameter",
+                "job": "report",
+                "parameter": "region",
+            },
+        ),
+        (
+            {"cron": "61 * * * *", "params": {"region": "eu"}},
+            400,
+            {
+                "error": "invalid schedule",
+                "detail": "cron: '61 * * * *': minute field '61' is out of range 0-59",
+                "field": "cron",
+            },
+        ),
+        (
+            {"cron": "0 9 * * *", "tz": "Atlantis/Capital", "params": {"region": "eu"}},
+            400,
+            {
+                "error": "invalid schedule",
+                "detail": "tz: 'Atlantis/Capital': unknown time zone",
+                "field": "tz",
+            },
+        ),
+        (
+            {"params": {"region": "eu"}},
+            400,
+            {
+                "error": "invalid schedule",
+                "detail": "schedule: exactly one of cron, every, at is required (given: none)",
+                "field": "schedule",
+            },
+        ),
+        (
+            {"cron": ["0 9 * * *"], "params": {"region": "eu"}},
+            400,
+            {
+                "error": "invalid schedule",
+                "detail": "cron: ['0 9 * * *']: must be a string",
+                "field": "cron",
+            },
+        ),
+        (
+            {"every": "5m", "params": {"region": "eu"}, "module": "os.system"},
+            400,
+            {
+                "error": "unknown field in body",
+                "detail": "'module'; accepted: at, cron, end, every, params, paused, start, tz",
+            },
+        ),
+        (
+            {"every": "5m", "params": ["eu"]},
+            400,
+            {
+                "error": "invalid parameter",
+                "detail": "job 'report': parameters: must be a JSON object of name: value, "
+                "not list",
+                "job": "report",
+                "parameter": None,
+            },
+        ),
+    ],
+)
+async def test_api_bad_schedules_get_a_4xx_naming_the_culprit(api_hub, body, status, expected):
+    async with serving(api_hub.asgi(), lifespan=False) as client:
+        response = await client.post("/api/jobs/report/schedules", json=body)
+        assert response.status_code == status, response.text
+        assert response.json() == expected
+        assert (await client.get("/api/schedules")).json() == {"schedules": []}
+
+
+async def test_api_unknown_jobs_schedules_and_methods(api_hub):
+    async with serving(api_hub.asgi(), lifespan=False) as client:
+        unknown = await client.post("/api/jobs/nope/schedules", json={"every": "5m"})
+        assert unknown.status_code == 404 and unknown.json()["error"] == "unknown job"
+        assert "unknown job 'nope'" in unknown.json()["detail"]
+        for method, path in (
+            ("GET", "/api/schedules/0123456789ab"),
+            ("DELETE", "/api/schedules/0123456789ab"),
+            ("POST", "/api/schedules/0123456789ab/pause"),
+            ("POST", "/api/schedules/0123456789ab/resume"),
+        ):
+            response = await client.request(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["error"] == "unknown schedule"
+        assert (await client.get("/api/schedules/..%2F..%2Fetc")).status_code == 404
+        wrong = await client.put("/api/schedules/0123456789ab")
+        assert wrong.status_code == 405
+        not_json = await client.post(
+            "/api/jobs/report/schedules",
+            content=b"every=5m",
+            headers={"content-type": "text/plain"},
+        )
+        assert not_json.status_code == 415
+        broken = await client.post(
+            "/api/jobs/report/schedules",
+            content=b"{nope",
+            headers={"content-type": "application/json"},
+        )
+        assert broken.status_code == 400 and broken.json()["error"] == "invalid JSON body"
+        filtered = await client.get("/api/schedules", params={"job": "nope"})
+        assert filtered.status_code == 404
+        typo = await client.get("/api/schedules", params={"jobs": "report"})
+        assert typo.status_code == 400 and typo.json()["error"] == "unknown query parameter"
+
+
+async def test_api_preview_computes_like_cronhub_next(api_hub):
+    async with serving(api_hub.asgi(), lifespan=False) as client:
+        response = await client.get(
+            "/api/preview", params={"expr": "0 9 * * MON", "tz": "Europe/Berlin", "count": 2}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "valid": True,
+            "times": ["2026-01-05T09:00:00+01:00", "2026-01-12T09:00:00+01:00"],
+            "schedule_text": "at 09:00 on Monday (Europe/Berlin)",
+            "tz": "Europe/Berlin",
+            "error": None,
+            "field": None,
+        }
+        every = (await client.get("/api/preview", params={"expr": "90m", "kind": "every"})).json()
+        assert every["times"][:2] == ["2026-01-05T01:30:00+00:00", "2026-01-05T03:00:00+00:00"]
+        # An expression that cannot be used is the answer (as the form shows it), with the
+        # reason cronhub next gives.
+        with pytest.raises(ScheduleError) as expected:
+            parse_expression("0 9 * * FUNDAY")
+        bad = await client.get("/api/preview", params={"expr": "0 9 * * FUNDAY"})
+        assert bad.status_code == 200
+        assert bad.json() == {
+            "valid": False,
+            "times": [],
+            "schedule_text": None,
+            "tz": "UTC",
+            "error": f"expr: {expected.value}",
+            "field": "expr",
+        }
+        zone = await client.get("/api/preview", params={"expr": "* * * * *", "tz": "Nowhere"})
+        assert zone.json()["valid"] is False and zone.json()["field"] == "tz"
+        for params, error in (
+            ({}, "missing query parameter"),
+            ({"expr": ""}, "missing query parameter"),
+            ({"expr": "* * * * *", "count": "0"}, "bad query parameter"),
+            ({"expr": "* * * * *", "kind": "yearly"}, "bad query parameter"),
+            ({"expr": "* * * * *", "when": "now"}, "unknown query parameter"),
+        ):
+            response = await client.get("/api/preview", params=params)
+            assert response.status_code == 400 and response.json()["error"] == error, params
+
+
+async def test_a_schedule_added_through_the_api_runs_in_the_apps_scheduler(api_hub, clock):
+    app = api_hub.asgi()
+    async with serving(app) as client:
+        engine = app.state.engine
+        added = await client.post(
+            "/api/jobs/report/schedules", json={"every": "1m", "params": {"region": "apac"}}
+        )
+        assert added.status_code == 201, added.text
+        sid = added.json()["id"]
+        await advance_to(engine, clock, at("00:02:00"))
+        runs = (await client.get("/api/runs", params={"job": "report"})).json()["runs"]
+        assert [(r["schedule_id"], r["status"]) for r in runs] == [(sid, "succeeded")] * 2
+        detail = (await client.get(f"/api/runs/{runs[0]['id']}")).json()
+        assert detail["params"] == {"region": "apac"} and "report apac 10" in detail["log"]

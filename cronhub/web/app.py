@@ -4,7 +4,8 @@
 
 1. ``/healthz`` and ``/metrics``;
 2. ``/login``, ``/logout`` (:mod:`cronhub.web.auth`);
-3. the JSON API under ``/api`` (:mod:`cronhub.web.api`), with ``/api/events`` (SSE);
+3. the JSON API under ``/api`` (:mod:`cronhub.web.api`), with ``/api/events`` (SSE), and
+   runtime schedules (:mod:`cronhub.web.schedules_api`);
 4. the dashboard's pages, ``cronhub.web.dashboard.routes(hub)``;
 5. the routes plugins return from ``cronhub_web_routes(hub)``. A plugin route on a path of the
    HTTP API contract (``/api/...``, ``/healthz``, ``/metrics``) is an error naming the plugin.
@@ -46,7 +47,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Host, Mount, Route
 
 from cronhub.errors import StorageError, UsageError
-from cronhub.web import api, dashboard
+from cronhub.web import api, dashboard, schedules_api
 from cronhub.web.auth import Guard, SecurityHeaders, app_path, login_routes
 from cronhub.web.runtime import WebRuntime
 
@@ -126,6 +127,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"], name="healthz"),
         Route("/metrics", metrics, methods=["GET"], name="metrics"),
         *login_routes(token),
+        # Before the job routes: /api/jobs/{name}/schedules is not a job named ".../schedules".
+        *schedules_api.routes(),
         *api.routes(),
         *dashboard.routes(hub),
         *plugin_routes(hub),

@@ -12,6 +12,7 @@ from typing import Any
 
 from cronhub import __version__
 from cronhub.runs import RunStatus, Trigger
+from cronhub.web.schedules_openapi import SCHEDULE_PATHS, SCHEDULE_SCHEMAS
 
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _STATUSES = [s.value for s in RunStatus]
@@ -59,13 +60,17 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "name": {"type": "string"},
-            "kind": {"enum": ["cron", "every", "at"]},
+            "kind": {"enum": ["cron", "every", "at", "on_demand"]},
             "schedule": {
-                "description": "The cron expression (or list), interval seconds, or ISO time.",
+                "description": (
+                    "The cron expression (or list), interval seconds, or ISO time; null for a "
+                    "job on demand (it runs when asked, and on runtime schedules)."
+                ),
                 "oneOf": [
                     {"type": "string"},
                     {"type": "number"},
                     {"type": "array", "items": {"type": "string"}},
+                    {"type": "null"},
                 ],
             },
             "schedule_text": {"type": "string"},
@@ -552,6 +557,9 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+PATHS.update(SCHEDULE_PATHS)
+SCHEMAS.update(SCHEDULE_SCHEMAS)
 
 SCHEMAS["Health"] = {
     "type": "object",
