@@ -15,6 +15,12 @@ from cronhub_storage_postgres.testing import (  # noqa: F401 - fixtures
     postgres_database,
     postgres_server,
 )
+from test_dashboard import (
+    SHOTS,
+    WAIT,
+    Server,
+    browser,  # noqa: F401 - the Chromium fixture of the dashboard tests
+)
 
 import cronhub
 from cronhub.config import load_settings
@@ -1182,3 +1188,130 @@ async def test_a_schedule_added_through_the_api_runs_in_the_apps_scheduler(api_h
         assert [(r["schedule_id"], r["status"]) for r in runs] == [(sid, "succeeded")] * 2
         detail = (await client.get(f"/api/runs/{runs[0]['id']}")).json()
         assert detail["params"] == {"region": "apac"} and "report apac 10" in detail["log"]
+
+
+# -- the dashboard, in Chromium ----------------------------------------------------------------
+
+
+def dashboard_report(ctx, *, region: str, limit: int = 10):
+    ctx.log.info("report for %s (%s)", region, limit)
+
+
+@contextlib.contextmanager
+def dashboard_server(tmp_path):
+    hub = Hub(
+        storage=f"sqlite:///{tmp_path / 'cronhub.db'}",
+        disable_plugins=["acme"],
+        shutdown_grace=1,
+    )
+    hub.job(name="report", on_demand=True, description="A report per region.")(dashboard_report)
+    server = Server(hub.asgi(), hub).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        hub.close()
+
+
+def test_dashboard_form_previews_adds_pauses_and_deletes(tmp_path, browser):  # noqa: F811
+    with dashboard_server(tmp_path) as server:
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        context.set_default_timeout(WAIT)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(message.text)
+                if "Content Security Policy" in message.text or message.type == "warning"
+                else None
+            ),
+        )
+        try:
+            page.goto(f"{server.url}/jobs/report")
+            page.locator("#rs-empty").wait_for(state="visible")
+            assert page.locator("#rs-takes").inner_text() == (
+                "The job takes region: str (required), limit: int = 10."
+            )
+            # The preview appears while typing, before anything is saved.
+            page.fill("#rs-tz", "Europe/Berlin")
+            page.fill("#rs-expr", "0 9 * * MON-FRI")
+            page.locator("#rs-times li").nth(4).wait_for()
+            when = page.locator("#rs-times .rs-when").all_inner_texts()
+            assert len(when) == 5
+            assert all(w[:3] in ("Mon", "Tue", "Wed", "Thu", "Fri") for w in when), when
+            assert all(" 09:00 +0" in w for w in when), when  # +01:00 or +02:00 (summer)
+            expected = preview("0 9 * * MON-FRI", tz="Europe/Berlin", kind="cron")
+            assert page.locator("#rs-preview-text").inner_text() == expected.text
+            assert server.hub.storage.list_schedules() == []
+            # An expression that cannot be used: the reason cronhub next gives.
+            page.fill("#rs-expr", "61 * * * *")
+            page.locator("#rs-preview-text.is-error").wait_for()
+            assert page.locator("#rs-preview-text").inner_text() == (
+                "cron: '61 * * * *': minute field '61' is out of range 0-59"
+            )
+            assert page.locator("#rs-times").is_hidden()
+            # A parameter of the wrong type: the 4xx names it, nothing is stored.
+            page.fill("#rs-expr", "30 8 * * *")
+            page.fill("#rs-params", '{"region": 5}')
+            page.click("#rs-save")
+            page.locator("#rs-error").wait_for(state="visible")
+            assert page.locator("#rs-error").inner_text() == (
+                "job 'report': parameter 'region': expected str, got 5 (int)"
+            )
+            assert server.hub.storage.list_schedules() == []
+            # Saved: the row appears without a reload, and the scheduler picks it up.
+            page.fill("#rs-params", '{"region": "eu", "limit": 3}')
+            page.click("#rs-save")
+            page.locator("#rs-table tbody tr").first.wait_for()
+            (stored,) = server.hub.storage.list_schedules()
+            assert (stored.expression, stored.tz, stored.params) == (
+                "30 8 * * *",
+                "Europe/Berlin",
+                {"region": "eu", "limit": 3},
+            )
+            assert stored.created_by == "dashboard"
+            row = page.locator(f'tr[data-schedule="{stored.id}"]')
+            assert row.locator(".rs-params").inner_text() == '{"limit": 3, "region": "eu"}'
+            assert (
+                page.locator("#rs-empty").is_hidden()
+                and page.locator("#rs-count").inner_text() == "1"
+            )
+            assert page.locator("#rs-status").inner_text().startswith(f"Added schedule {stored.id}")
+            page.select_option("#rs-kind", "every")
+            page.fill("#rs-expr", "1s")
+            page.fill("#rs-params", '{"region": "apac"}')
+            page.locator("#rs-times li").first.wait_for()
+            page.click("#rs-save")
+            page.locator("#rs-table tbody tr").nth(1).wait_for()
+            every = next(s for s in server.hub.storage.list_schedules() if s.kind == "every")
+            wait_for(
+                lambda: any(r.schedule_id == every.id for r in server.runs("report")),
+                "a run of the schedule added in the browser",
+                timeout=60,
+            )
+            SHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SHOTS / "runtime-schedules.png"), full_page=True)
+            # Pause, resume and delete act at once, and persist.
+            row = page.locator(f'tr[data-schedule="{every.id}"]')
+            row.locator("[data-rs-action=pause]").click()
+            page.locator(f'tr[data-schedule="{every.id}"][data-paused="yes"]').wait_for()
+            assert server.hub.storage.get_schedule(every.id).paused is True
+            page.locator(f'tr[data-schedule="{every.id}"] [data-rs-action=resume]').click()
+            page.locator(f'tr[data-schedule="{every.id}"][data-paused="no"]').wait_for()
+            assert server.hub.storage.get_schedule(every.id).paused is False
+            delete = page.locator(f'tr[data-schedule="{every.id}"] [data-rs-action=delete]')
+            delete.click()
+            assert delete.inner_text() == "Confirm delete"
+            delete.click()
+            page.locator(f'tr[data-schedule="{every.id}"]').wait_for(state="detached")
+            assert server.hub.storage.get_schedule(every.id) is None
+            assert page.locator("#rs-count").inner_text() == "1"
+            # After a reload the server renders the same list.
+            page.reload()
+            page.locator(f'tr[data-schedule="{stored.id}"]').wait_for()
+            assert page.locator("#rs-table tbody tr").count() == 1
+        finally:
+            context.close()
+        assert problems == [], problems

@@ -12,7 +12,8 @@ mounted under a prefix (``app.mount("/cronhub", hub.asgi())``).
 Pages:
 
 - ``/``: overall stats and the jobs table (search ``q``, ``tag``, ``page``; 100 jobs a page);
-- ``/jobs/{name}``: one job, its options and its history (``status``, ``before`` cursor);
+- ``/jobs/{name}``: one job, its options, its history (``status``, ``before`` cursor) and its
+  runtime schedules with a form to add one (``static/schedules.js``);
 - ``/runs/{id}``: one run with its error, traceback and log;
 - ``/dead-letters``: runs that failed their last attempt;
 - ``/plugins``: loaded plugins and the hooks each implements.
@@ -37,6 +38,7 @@ from cronhub.errors import UnknownJobError
 from cronhub.runs import RunStatus
 from cronhub.storage import RunFilter
 from cronhub.web import formatting
+from cronhub.web.schedule_views import job_schedules
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -230,6 +232,7 @@ class Dashboard:
         return {
             "page_name": "job",
             "job": described,
+            **job_schedules(self.hub, job),
             "options": formatting.job_options(described),
             "runs": [run.to_dict() for run in runs],
             "status": status,

@@ -161,6 +161,8 @@ def job_options(job: dict[str, Any]) -> list[tuple[str, str]]:
 def written(job: dict[str, Any]) -> str:
     """The schedule as the job's author wrote it: ``*/5 * * * *``, ``90s``, an ISO time."""
     schedule = job["schedule"]
+    if schedule is None:  # a job on demand: no schedule of its own
+        return "on_demand=True"
     if isinstance(schedule, list):
         return " | ".join(str(item) for item in schedule)
     if job["kind"] == "every" and isinstance(schedule, int | float):
