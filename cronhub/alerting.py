@@ -9,6 +9,7 @@ the state change (the outbox) and :mod:`cronhub.outbox` delivers them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ OUTCOME_STATUSES = frozenset(
 
 #: How far back :func:`streak_of` reads a job's history.
 HISTORY_WINDOW = 50
+#: How many of each job's newest runs :func:`streaks_of` reads before it falls back.
+RECENT_WINDOW = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,39 @@ def streak_of(storage: Storage, job: str, run_id: int) -> Streak:
         dead_letter = dead_letter or run.dead_letter
     failing = previous is not None and previous.status is not RunStatus.SUCCEEDED
     return Streak(failing=failing, dead_letter=dead_letter)
+
+
+def streaks_of(storage: Storage, pairs: Sequence[tuple[str, int]]) -> dict[int, Streak]:
+    """:func:`streak_of` for many ``(job, run_id)`` pairs at once, by run id.
+
+    One query covers every run: when a job's newest outcome (other than the run ending now)
+    succeeded, or it has none, there is no streak. Only a job whose newest outcome failed has
+    its history read by :func:`streak_of`. The query is the storage's optional
+    ``previous_outcomes(run_ids, statuses=...)`` where it has one, else ``recent_runs``.
+    Blocking: call it in the storage thread pool.
+    """
+    found: dict[int, Streak] = {}
+    if not pairs:
+        return found
+    previous: dict[int, RunStatus | None] = {}
+    answer = getattr(storage, "previous_outcomes", None)
+    if callable(answer):
+        previous = answer([run_id for _, run_id in pairs], statuses=OUTCOME_STATUSES)
+    else:
+        recent = storage.recent_runs([job for job, _ in pairs], per_job=RECENT_WINDOW)
+        for job, run_id in pairs:
+            runs = recent.get(job, [])
+            outcomes = (r for r in runs if r.id != run_id and r.status in OUTCOME_STATUSES)
+            newest = next(outcomes, None)
+            # (Left out when a few newest runs hold no outcome: streak_of reads further.)
+            if newest is not None or len(runs) < RECENT_WINDOW:
+                previous[run_id] = newest.status if newest is not None else None
+    for job, run_id in pairs:
+        if run_id in previous and previous[run_id] in (None, RunStatus.SUCCEEDED):
+            found[run_id] = Streak()
+        else:
+            found[run_id] = streak_of(storage, job, run_id)
+    return found
 
 
 def _base(job: Job, run: Run, status: RunStatus, now: datetime) -> dict[str, Any]:

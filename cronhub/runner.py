@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from cronhub.alerting import Streak
+from cronhub.alerting import Streak, streaks_of
 from cronhub.context import RunContext, release_logger, run_logger
 from cronhub.executors import Outcome
 from cronhub.runs import Completion, Run, RunStatus
@@ -40,8 +41,19 @@ class _Active:
     task: asyncio.Task[Outcome] | None = None
     renewed_at: float = 0.0
     cancel_reason: str | None = None
-    #: The job's failure streak read from storage before the outcome is written (alerts).
+    #: The job's failure streak read from storage before the outcome is written (alerts of
+    #: a run executed directly; batched outcomes read their streaks in the writer).
     streak: Streak | None = None
+
+
+@dataclass
+class _Pending:
+    """An outcome waiting for the writer."""
+
+    run: Run
+    job: Job | None
+    completion: Completion
+    future: asyncio.Future[bool]
 
 
 class RunManager:
@@ -53,7 +65,7 @@ class RunManager:
         self._tasks: set[asyncio.Task[Run | None]] = set()
         # Remember recent run ids, so a claim answered twice never starts a run twice.
         self._seen: OrderedDict[int, None] = OrderedDict()
-        self._pending: list[tuple[int, Completion, asyncio.Future[bool]]] = []
+        self._pending: list[_Pending] = []
         self._pending_event: asyncio.Event | None = None
         self._background: list[asyncio.Task[None]] = []
         # Set while runs are active: the heartbeat loop sleeps on it, so an idle instance
@@ -72,7 +84,10 @@ class RunManager:
 
     def start(self) -> None:
         """Start the heartbeat and writer tasks."""
-        self._pending_event = asyncio.Event()
+        # A run may end before this (a fast startup run): its outcome already waits.
+        self._pending_event = self._pending_event or asyncio.Event()
+        if self._pending:
+            self._pending_event.set()
         self._has_active = asyncio.Event()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="cronhub-heartbeat"),
@@ -135,10 +150,15 @@ class RunManager:
             self._active.pop(run.id, None)
             log.warning("run %d of %s: lease lost; cancelled without recording", run.id, run.job)
             return run
-        entry.streak = await engine.alert_streak(job, run)
+        if direct:
+            entry.streak = await engine.alert_streak(job, run)
         now = clock.now()
         elapsed = max(clock.monotonic() - started, time.monotonic() - wall_started)
-        completion = self._completion(job, run, outcome, capture.text(), now, elapsed, entry)
+        # Batched outcomes get their alerts in the writer, which reads the streaks of a whole
+        # batch in one query (one read per run cost more than the run at high rates).
+        completion = self._completion(
+            job, run, outcome, capture.text(), now, elapsed, entry, alerts=direct
+        )
         try:
             if direct:
                 written = await engine.io_retry(
@@ -149,7 +169,7 @@ class RunManager:
                     instance=engine.instance,
                 )
             else:
-                written = await self._write(run.id, completion)
+                written = await self._write(run, job, completion)
         except Exception as exc:
             # The lease will expire and a reaper marks the run crashed (and retries it).
             log.error("run %d of %s: cannot record its outcome: %s", run.id, run.job, exc)
@@ -219,6 +239,8 @@ class RunManager:
         now: datetime,
         elapsed: float,
         entry: _Active,
+        *,
+        alerts: bool = True,
     ) -> Completion:
         status = outcome.status
         retry_at = None
@@ -231,17 +253,7 @@ class RunManager:
                 dead_letter = True
         elif status is RunStatus.CANCELLED and entry.cancel_reason == SHUTDOWN and retries_left:
             retry_at = now
-        error = f"{outcome.error_type}: {outcome.error_message}" if outcome.error_type else None
-        alerts = self.engine.alerts_for(
-            job,
-            run,
-            status,
-            streak=entry.streak,
-            error=error,
-            duration_ms=int(elapsed * 1000),
-            dead_letter=dead_letter,
-        )
-        return Completion(
+        completion = Completion(
             status=status,
             finished_at=now,
             duration_ms=int(elapsed * 1000),
@@ -251,16 +263,60 @@ class RunManager:
             log=log_text + outcome.log,
             retry_at=retry_at,
             dead_letter=dead_letter,
-            alerts=tuple(alerts),
         )
+        return self._with_alerts(job, run, completion, entry.streak) if alerts else completion
+
+    def _with_alerts(
+        self, job: Job | None, run: Run, completion: Completion, streak: Streak | None
+    ) -> Completion:
+        """``completion`` with the alerts its run raises, given the job's ``streak``."""
+        error = None
+        if completion.error_type:
+            error = f"{completion.error_type}: {completion.error_message}"
+        found = self.engine.alerts_for(
+            job,
+            run,
+            completion.status,
+            streak=streak,
+            error=error,
+            duration_ms=completion.duration_ms,
+            dead_letter=completion.dead_letter,
+        )
+        return dataclasses.replace(completion, alerts=tuple(found)) if found else completion
 
     # -- writing -------------------------------------------------------------------------
-    async def _write(self, run_id: int, completion: Completion) -> bool:
-        assert self._pending_event is not None
+    async def _write(self, run: Run, job: Job | None, completion: Completion) -> bool:
+        if self._pending_event is None:  # before start(): the writer takes it when it starts
+            self._pending_event = asyncio.Event()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((run_id, completion, future))
+        self._pending.append(_Pending(run, job, completion, future))
         self._pending_event.set()
         return await future
+
+    def _finish_batch(self, batch: list[_Pending]) -> tuple[list[bool], bool]:
+        """Read the batch's streaks, add its alerts and write it (blocking: storage thread).
+
+        Returns the storage's answers and whether any alert was written.
+        """
+        engine = self.engine
+        storage = engine.hub.storage
+        pairs = [(p.job.name, p.run.id) for p in batch if p.job is not None and p.job.alerts]
+        streaks: dict[int, Streak] = {}
+        if pairs:
+            try:
+                streaks = streaks_of(storage, pairs)
+            except Exception as exc:
+                # As for one run: an unreadable streak counts as "not failing" (an extra
+                # alert rather than a lost one).
+                log.warning("cannot read the streaks of %d job(s) for alerts: %s", len(pairs), exc)
+        items = []
+        for p in batch:
+            completion = p.completion
+            if p.job is not None and p.job.alerts:
+                completion = self._with_alerts(p.job, p.run, completion, streaks.get(p.run.id))
+            items.append((p.run.id, completion))
+        answers = storage.finish_many(items, instance=engine.instance)
+        return answers, any(c.alerts for _, c in items)
 
     async def _writer_loop(self) -> None:
         assert self._pending_event is not None
@@ -273,20 +329,17 @@ class RunManager:
             if not batch:
                 continue
             try:
-                answers = await engine.io_retry(
-                    "finish",
-                    engine.hub.storage.finish_many,
-                    [(run_id, completion) for run_id, completion, _ in batch],
-                    instance=engine.instance,
-                )
+                answers, alerted = await engine.io_retry("finish", self._finish_batch, batch)
             except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
                 continue
-            for (_, _, future), answer in zip(batch, answers, strict=True):
-                if not future.done():
-                    future.set_result(answer)
+            if alerted:
+                engine.delivery.wake()
+            for p, answer in zip(batch, answers, strict=True):
+                if not p.future.done():
+                    p.future.set_result(answer)
 
     # -- leases --------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

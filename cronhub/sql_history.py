@@ -84,6 +84,36 @@ class SqlHistory:
         rows = self._run(lambda c: c.execute(select).mappings().all(), write=False)
         return [row_to_run(row) for row in rows]
 
+    def previous_outcomes(
+        self, run_ids: Sequence[int], *, statuses: Iterable[RunStatus]
+    ) -> dict[int, RunStatus | None]:
+        """For each run, the status of its job's newest *other* run whose status is one of
+        ``statuses`` (``None`` when there is none); unknown ids are left out.
+
+        An optional capability the engine's alert streaks use when a storage has it: one
+        statement per :data:`~cronhub.sql_schema.CHUNK` runs, each answer a backward scan of
+        the ``(job, id)`` index that stops at the first match.
+        """
+        wanted = [RunStatus(s).value for s in statuses]
+        prev = runs.alias("prev")
+        newest = (
+            sa.select(prev.c.status)
+            .where(prev.c.job == runs.c.job, prev.c.id != runs.c.id, prev.c.status.in_(wanted))
+            .order_by(prev.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        found: dict[int, RunStatus | None] = {}
+
+        def read(conn: Connection) -> None:
+            for chunk in chunks(list(dict.fromkeys(run_ids))):
+                query = sa.select(runs.c.id, newest).where(runs.c.id.in_(chunk))
+                for run_id, status in conn.execute(query):
+                    found[run_id] = RunStatus(status) if status is not None else None
+
+        self._run(read, write=False)
+        return found
+
     def recent_runs(self, jobs: Iterable[str], *, per_job: int = 10) -> dict[str, list[Run]]:
         """The newest ``per_job`` runs of each named job, newest first (light).
 

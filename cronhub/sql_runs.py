@@ -45,6 +45,29 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The columns an owner writes when it ends a run (the fenced update of ``finish``).
+_FINISH_COLUMNS = (
+    "status",
+    "finished_at",
+    "duration_ms",
+    "lease_expires_at",
+    "error_type",
+    "error_message",
+    "traceback",
+    "log",
+    "dead_letter",
+)
+#: ``finish`` for many rows in one ``executemany`` (see :attr:`SqlRuns.single_writer`).
+_FINISH_MANY = (
+    sa.update(runs)
+    .where(
+        runs.c.id == sa.bindparam("b_id"),
+        runs.c.instance == sa.bindparam("b_instance"),
+        runs.c.status == RunStatus.RUNNING.value,
+    )
+    .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in _FINISH_COLUMNS})
+)
+
 
 def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus:
     """The status a claimed row gets, given the job's ``running`` and ``queued`` run counts.
@@ -149,6 +172,12 @@ def high_water_marks(requests: Iterable[ClaimRequest]) -> dict[str, datetime]:
 
 class SqlRuns:
     """Claims, leases and the end of runs, for :class:`cronhub.sql.SqlStorage`."""
+
+    #: ``True`` where a write transaction excludes every other writer from its start (SQLite's
+    #: ``BEGIN IMMEDIATE``): rows it reads cannot change before it writes them, so batches
+    #: skip the per-row fence check (PostgreSQL keeps it: another instance's reaper may
+    #: update a row between this transaction's read and its update).
+    single_writer: bool = False
 
     if TYPE_CHECKING:  # provided by SqlStorage and SqlHistory
 
@@ -512,9 +541,63 @@ class SqlRuns:
                 )
         if not completions:
             return []
+        if self.single_writer and len(completions) > 1:
+            return self._run(lambda c: self._finish_batch(c, completions, instance), write=True)
         return self._run(
             lambda c: [self._finish(c, i, done, instance) for i, done in completions], write=True
         )
+
+    def _finish_batch(
+        self, conn: Connection, completions: Sequence[tuple[int, Completion]], instance: str
+    ) -> list[bool]:
+        """:meth:`_finish` for a batch: one read of the fenced rows, one ``executemany``.
+
+        Only where this transaction is the only writer (:attr:`single_writer`): the rows read
+        at its start cannot change before its update, so every row read is a row updated.
+        """
+        ids = list(dict.fromkeys(run_id for run_id, _ in completions))
+        rows: dict[int, RowMapping] = {}
+        for chunk in chunks(ids):
+            select = sa.select(*runs.c).where(
+                runs.c.id.in_(chunk),
+                runs.c.instance == instance,
+                runs.c.status == RunStatus.RUNNING.value,
+            )
+            rows.update((row["id"], row) for row in conn.execute(select).mappings())
+        answers: list[bool] = []
+        params: list[dict[str, Any]] = []
+        follow: list[tuple[RowMapping, Completion, datetime]] = []
+        for run_id, completion in completions:
+            row = rows.pop(run_id, None)  # popped: a run listed twice is ended once
+            answers.append(row is not None)
+            if row is None:
+                continue
+            finished_at = completion.finished_at.astimezone(UTC)
+            duration = completion.duration_ms
+            if duration is None:
+                duration = duration_ms(row["started_at"], finished_at)
+            params.append(
+                {
+                    "b_id": run_id,
+                    "b_instance": instance,
+                    "b_status": completion.status.value,
+                    "b_finished_at": finished_at,
+                    "b_duration_ms": duration,
+                    "b_lease_expires_at": None,
+                    "b_error_type": completion.error_type,
+                    "b_error_message": completion.error_message,
+                    "b_traceback": completion.traceback,
+                    "b_log": completion.log,
+                    "b_dead_letter": completion.dead_letter,
+                }
+            )
+            if completion.retry_at is not None or completion.alerts:
+                follow.append((row, completion, finished_at))
+        if params:
+            conn.execute(_FINISH_MANY, params)
+        for row, completion, finished_at in follow:
+            self._follow_up(conn, row, completion, now=finished_at)
+        return answers
 
     def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
         fence = [

@@ -719,6 +719,33 @@ class StorageContract:
         assert all(len(runs) == 1 and runs[0].job == name for name, runs in recent.items())
         assert all(runs[0].scheduled_for == slot(1) for runs in recent.values())
 
+    def test_alert_streaks_of_many_runs_agree_with_one_by_one(self, storage: Storage) -> None:
+        # The writer reads the streaks of a whole batch at once (``previous_outcomes`` where
+        # the storage has it, else ``recent_runs``): it must agree with ``streak_of``.
+        from cronhub.alerting import Streak, streak_of, streaks_of
+
+        allow = {"options": {"overlap": Overlap.ALLOW}}
+        ending: dict[str, int] = {}
+        ok = self.start(storage, "ok", 0, **allow)
+        storage.finish(ok.id, done(), instance="i1")
+        bad = self.start(storage, "bad", 0, **allow)
+        storage.finish(bad.id, done(RunStatus.FAILED, dead_letter=True), instance="i1")
+        self.claim(storage, req("bad", 1, status=RunStatus.SKIPPED))
+        flip = self.start(storage, "flip", 0, **allow)
+        storage.finish(flip.id, done(RunStatus.FAILED), instance="i1")
+        flip = self.start(storage, "flip", 1, **allow)
+        storage.finish(flip.id, done(), instance="i1")
+        for name in ("ok", "bad", "new", "flip"):
+            ending[name] = self.start(storage, name, 5, **allow).id
+        later = self.start(storage, "bad", 6, **allow)  # finished before the one ending now
+        storage.finish(later.id, done(RunStatus.TIMED_OUT), instance="i1")
+        pairs = list(ending.items())
+        found = streaks_of(storage, pairs)
+        assert found == {run_id: streak_of(storage, job, run_id) for job, run_id in pairs}
+        assert found[ending["bad"]] == Streak(failing=True, dead_letter=True)
+        assert found[ending["ok"]] == found[ending["new"]] == found[ending["flip"]] == Streak()
+        assert streaks_of(storage, []) == {}
+
     def test_count_runs_by_status_finished_after_and_dead_letter(self, storage: Storage) -> None:
         assert storage.count_runs() == {}
         a, b = self.start(storage, "a"), self.start(storage, "b")

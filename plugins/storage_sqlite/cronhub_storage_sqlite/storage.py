@@ -155,6 +155,9 @@ class SqliteStorage(SqlStorage):
         connections cannot share: use ``memory://``) or a bad option.
     """
 
+    #: ``BEGIN IMMEDIATE`` makes every write transaction the only writer from its start.
+    single_writer = True
+
     def __init__(
         self,
         url: str,
