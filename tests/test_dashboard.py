@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
@@ -36,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from cronhub import Hub
-from cronhub.runs import RunStatus
+from cronhub.runs import ClaimRequest, Completion, RunStatus
 from cronhub.storage import RunFilter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,74 @@ def add_jobs(hub: Hub) -> None:
         tags=["<b>bold</b>"],
         description="<script>alert(2)</script> & <i>friends</i>",
     )(quiet)
+
+
+#: Past runs of the module's hub, oldest first: Succeeded, Failed, Timed out, sKipped, Missed.
+HISTORY = {
+    "reports.hello": "SSSSFSSSS",
+    "billing.invoices": "SFSFF",
+    "reports.slow": "SSTK",
+    "ops.hourly": "SSSSSSMSSS",
+}
+STATUS_OF = {
+    "S": RunStatus.SUCCEEDED,
+    "F": RunStatus.FAILED,
+    "T": RunStatus.TIMED_OUT,
+    "K": RunStatus.SKIPPED,
+    "M": RunStatus.MISSED,
+}
+
+
+#: The traceback and log of the seeded failures (what the docs' screenshots show).
+SEEDED_TRACEBACK = """Traceback (most recent call last):
+  File "/srv/acme/billing/invoices.py", line 42, in nightly_invoices
+    shares = split_total(batch.total, len(batch.customers))
+  File "/srv/acme/billing/invoices.py", line 17, in split_total
+    return total / parts
+           ~~~~~~^~~~~~~
+ZeroDivisionError: float division by zero
+"""
+SEEDED_LOG = """{at} INFO loading the batch of {day}
+{at} INFO 0 customers in the batch
+{at} WARNING nothing to invoice, splitting the total anyway
+"""
+
+
+def seed_history(hub: Hub) -> None:
+    """Record :data:`HISTORY` as runs of each job's latest past slots (nothing to catch up)."""
+    now = hub.clock.now()
+    for name, plan in HISTORY.items():
+        job = hub.get_job(name)
+        slots, cursor = [], now - timedelta(days=len(plan) + 1)
+        while (cursor := job.next_run(cursor)) is not None and cursor <= now:
+            slots.append(cursor)
+        for n, (slot, letter) in enumerate(zip(slots[-len(plan) :], plan, strict=True)):
+            status = STATUS_OF[letter]
+            recorded = status in (RunStatus.SKIPPED, RunStatus.MISSED)
+            request = ClaimRequest(
+                job=name, scheduled_for=slot, status=status if recorded else RunStatus.RUNNING
+            )
+            (result,) = hub.storage.claim([request], instance="seed", now=slot, lease_ttl=60)
+            if recorded:
+                continue
+            failed = status is not RunStatus.SUCCEEDED
+            took = 900 + (slot.minute * 37 + slot.hour * 11) % 2500
+            hub.storage.finish(
+                result.run.id,
+                Completion(
+                    status=status,
+                    finished_at=slot + timedelta(milliseconds=took),
+                    duration_ms=took,
+                    error_type="ZeroDivisionError" if failed else None,
+                    error_message="float division by zero" if failed else None,
+                    traceback=SEEDED_TRACEBACK if failed else None,
+                    log=SEEDED_LOG.format(
+                        at=slot.strftime("%Y-%m-%d %H:%M:%S,%f")[:-3], day=slot.date()
+                    ),
+                    dead_letter=failed and n == len(plan) - 1,
+                ),
+                instance="seed",
+            )
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -181,8 +250,9 @@ def serving(app: object, hub: Hub, prefix: str = "") -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """The app with its scheduler, no token."""
+    """The app with its scheduler, no token, over a history of past runs."""
     hub = make_hub(tmp_path_factory.mktemp("dashboard"))
+    seed_history(hub)
     with serving(hub.asgi(), hub) as running:
         yield running
 
@@ -467,6 +537,12 @@ def test_jobs_appear_with_schedule_countdown_and_stats(server, tab):
     expect(hello.locator(".c-schedule")).to_contain_text("at 03:00 every day (Europe/Berlin)")
     expect(hello.locator(".c-schedule code")).to_have_text("0 3 * * *")
     expect(hello.locator(".c-tags .tag")).to_have_text(["reports"])
+    # The past runs are coloured marks, oldest first, each linking to its run.
+    classes = hello.locator("a.mark").evaluate_all("marks => marks.map(m => m.classList[1])")
+    assert classes == [f"s-{STATUS_OF[c]}" for c in HISTORY["reports.hello"]]
+    assert hello.locator(".mark-empty").count() == 10 - len(HISTORY["reports.hello"])
+    expect(hello.locator("[data-role=state]")).to_have_text("succeeded")
+    expect(row(page, "billing.invoices").locator("[data-role=state]")).to_have_text("failed")
     # The countdown ticks every second; its title gives the absolute time.
     countdown = row(page, "ops.hourly").locator("time[data-countdown]")
     first = countdown.text_content()
@@ -480,7 +556,7 @@ def test_jobs_appear_with_schedule_countdown_and_stats(server, tab):
     evil = row(page, EVIL)
     expect(evil.locator(".job-link")).to_have_text(EVIL)
     assert page.locator("img[src=x]").count() == 0
-    tab.shot("jobs-desktop-light")
+    tab.shot("jobs-first-paint")
 
 
 def test_run_now_adds_a_run_without_reload(server, tab):
@@ -490,18 +566,23 @@ def test_run_now_adds_a_run_without_reload(server, tab):
     page.goto(server.url + "/")
     expect_live(page)
     page.evaluate("window.__notReloaded = true")
-    before = len(server.runs("reports.hello"))
+    before = server.runs("reports.hello")
     hello = row(page, "reports.hello")
+    marks = hello.locator("a.mark")
+    expect(marks).to_have_count(min(10, len(before)))
     hello.get_by_role("button", name="Run now").click()
-    mark = hello.locator("a.mark.s-succeeded")
-    expect(mark).to_have_count(before + 1)
-    expect(hello.locator("[data-role=state]")).to_have_text("succeeded")
     expect(page.locator(".toast").first).to_contain_text("Started reports.hello as run #")
+    run_id = wait_for(
+        lambda: next((r.id for r in server.runs("reports.hello") if r.id > before[0].id), None),
+        what="the new run",
+    )
+    # Its mark arrives at the right end of the row, pushing the oldest out of ten.
+    expect(marks.last).to_have_attribute("href", f"/runs/{run_id}")
+    expect(marks.last).to_have_class(re.compile(r"\bs-succeeded\b"))
+    expect(marks).to_have_count(min(10, len(before) + 1))
+    expect(hello.locator("[data-role=state]")).to_have_text("succeeded")
     expect(page.locator('[data-stat="runs_last_hour"] .stat-value')).not_to_have_text("0")
     assert page.evaluate("window.__notReloaded") is True
-    # The new mark links to its run.
-    run_id = server.runs("reports.hello")[0].id
-    assert mark.last.get_attribute("href") == f"/runs/{run_id}"
 
     # On the job page, the run is added to the history table, newest first.
     page.goto(server.url + "/jobs/reports.hello")
@@ -572,6 +653,13 @@ def test_run_page_shows_error_traceback_and_log(server, tab):
     expect(traceback).to_contain_text("in _divide")
     expect(page.locator("[data-field=log]")).to_contain_text("splitting the invoice total")
     tab.shot("run-traceback")
+    # A failure from the history, rendered by the server alone.
+    seeded = server.runs("billing.invoices", status=RunStatus.FAILED)[-1]
+    page.goto(f"{server.url}/runs/{seeded.id}")
+    expect(page.locator("[data-field=traceback]")).to_contain_text("in split_total")
+    expect(page.locator("[data-field=log]")).to_contain_text("0 customers in the batch")
+    expect(page.locator("#run-head .badge", has_text="dead letter")).to_have_count(0)
+    tab.shot("run-seeded")
 
 
 def test_cancel_a_running_run(server, tab):
@@ -638,6 +726,7 @@ def test_phone_width_and_dark_mode(server, browser):
 
     run_id = first_run(server, "billing.invoices")
     finished(server, run_id)
+    running = first_run(server, "reports.slow")  # something blue on the screenshots
     for scheme in ("light", "dark"):
         phone = {"viewport": {"width": 390, "height": 844}, "color_scheme": scheme}
         with open_tab(browser, **phone) as tab:
@@ -658,9 +747,16 @@ def test_phone_width_and_dark_mode(server, browser):
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             tab.shot(f"run-phone-{scheme}")
         with open_tab(browser, color_scheme=scheme) as tab:
+            tab.page.goto(server.url + "/")
+            expect(row(tab.page, "reports.slow").locator("[data-role=state]")).to_have_text(
+                "running"
+            )
+            tab.shot(f"jobs-desktop-{scheme}", full_page=False)
             tab.page.goto(server.url + "/jobs/billing.invoices")
             expect_live(tab.page)
             tab.shot(f"job-desktop-{scheme}")
+    response = httpx.post(f"{server.url}/api/runs/{running}/cancel", timeout=20)
+    assert response.status_code == 202, response.text
 
 
 def test_token_prompt(tmp_path, browser):

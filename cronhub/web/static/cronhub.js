@@ -38,11 +38,14 @@
     return span(delta).split(" ")[0] + " ago";
   }
 
+  // One formatter for the page: building one per call costs more than the formatting.
+  var localFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
+
   function abstime(date) {
-    var local = date.toLocaleString(undefined, {
-      year: "numeric", month: "short", day: "numeric",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
-    });
+    var local = localFormat.format(date);
     var utc = date.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
     return local + " (" + utc + ")";
   }
@@ -124,7 +127,7 @@
     var date = new Date(iso);
     return el("time", {
       datetime: iso, title: abstime(date), "data-rel": true, "data-countdown": !!countdown,
-      text: reltime(date, Date.now()),
+      "data-titled": "1", text: reltime(date, Date.now()),
     });
   }
 
@@ -206,16 +209,25 @@
       if (isNaN(date.getTime())) continue;
       var text = reltime(date, now);
       if (node.textContent !== text) node.textContent = text;
-      if (!node.dataset.titled) {
-        node.title = abstime(date);
-        node.dataset.titled = "1";
-      }
       if (node.hasAttribute("data-countdown") && date.getTime() <= now && !node.dataset.due) {
         node.dataset.due = "1";
         dueListeners.forEach(function (fn) { fn(node); });
       }
     }
   }
+
+  // The server's titles give times in UTC; the local time is added when one is pointed at
+  // (not for every time on the page at load).
+  function localTitle(event) {
+    var node = event.target;
+    if (!node || node.tagName !== "TIME" || node.dataset.titled) return;
+    var date = new Date(node.getAttribute("datetime"));
+    if (isNaN(date.getTime())) return;
+    node.title = abstime(date);
+    node.dataset.titled = "1";
+  }
+  document.addEventListener("mouseover", localTitle);
+  document.addEventListener("focusin", localTitle);
 
   // -- debounced refreshes ---------------------------------------------------------------------
   var pending = {};
