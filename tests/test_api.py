@@ -187,23 +187,82 @@ async def test_jobs_are_the_cli_job_objects(web_hub):
 async def test_the_jobs_list_follows_runs_pauses_and_changes_from_other_processes(web_hub):
     app = web_hub.asgi()
     async with serving(app) as client:
-        before = {j["name"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
-        assert before["hello"]["last_status"] is None
+
+        async def listed():
+            return {j["name"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
+
+        assert (await listed())["hello"]["last_status"] is None
         await run_until_done(client, "hello")
-        after = {j["name"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
-        assert after["hello"]["last_status"] == "succeeded"
+        # Events mark the job stale; its state is re-read within `settle` (1 s).
+        await eventually(lambda: _has(listed, "hello", last_status="succeeded"))
         await client.post("/api/jobs/hello/pause")
-        listed = {j["name"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
-        assert listed["hello"]["paused"] and listed["hello"]["next_run"] is None
+        await eventually(lambda: _has(listed, "hello", paused=True, next_run=None))
         # A change the app hears nothing of (another process, the CLI) shows within max_age.
         app.state.runtime.jobs.max_age = 0.2
         web_hub.storage.set_paused("billing/nightly", True, now=web_hub.clock.now())
+        await eventually(lambda: _has(listed, "billing/nightly", paused=True))
 
-        async def seen_paused():
-            jobs = {j["name"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
-            return jobs["billing/nightly"]["paused"]
 
-        await eventually(seen_paused)
+async def _has(listed, name: str, **fields) -> bool:
+    job = (await listed())[name]
+    return all(job[key] == value for key, value in fields.items())
+
+
+async def test_cached_job_objects_move_next_run_when_it_passes(plugin_manager, clock):
+    hub = Hub(
+        storage="memory://",
+        clock=clock,
+        plugin_manager=plugin_manager,
+        settings=load_settings({"storage": "memory://", "instance_id": "t"}, cwd="/"),
+    )
+    for n, options in enumerate(
+        [{"every": "1m"}, {"every": "90s"}, {"cron": "*/5 * * * *", "tz": "Europe/Berlin"},
+         {"cron": "*/5 * * * *"}, {"cron": "0 3 * * *", "tz": "America/New_York"}]
+    ):  # fmt: skip
+        hub.add_job(cronhub.job(lambda: None, name=f"j{n}", **options))
+    async with serving(hub.asgi(), lifespan=False) as client:
+        for _ in range(4):
+            listed = (await client.get("/api/jobs")).json()["jobs"]
+            assert listed == hub.describe_jobs(hub.select_jobs())
+            clock.advance(97)
+
+
+async def test_the_jobs_list_is_gzipped_once_per_change(web_hub):
+    app = web_hub.asgi()
+    async with serving(app, lifespan=False) as client:
+        plain = await client.get("/api/jobs", headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.headers["vary"] == "Accept-Encoding"
+        packed = await client.get("/api/jobs", headers={"accept-encoding": "gzip, br"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.json() == plain.json()
+        assert int(packed.headers["content-length"]) < len(plain.content)
+        views = app.state.runtime.jobs
+        cached = views._gzipped
+        await client.get("/api/jobs", headers={"accept-encoding": "gzip"})
+        assert views._gzipped is cached  # not compressed again
+        refused = await client.get("/api/jobs", headers={"accept-encoding": "gzip;q=0"})
+        assert "content-encoding" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.8", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("GZIP;Q=0.0", False),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=abc", False),
+    ],
+)
+def test_accept_encoding(header, expected):
+    from cronhub.web.api import accepts_gzip
+
+    assert accepts_gzip(header) is expected
 
 
 async def test_one_job_with_its_runs_and_names_with_slashes(web_hub):

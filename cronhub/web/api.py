@@ -236,12 +236,59 @@ def _json(data: Any, status: int = 200) -> Response:
 # -- jobs ---------------------------------------------------------------------------------------
 
 
+class ChunkedBody(Response):
+    """A large ready-made body sent in chunks under its ``Content-Length``.
+
+    One ``send`` of several megabytes makes asyncio (before Python 3.12) keep the unsent rest
+    in a buffer that it shifts after every partial write; chunks keep that buffer small.
+    """
+
+    chunk = 256 * 1024
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        body = memoryview(self.body if scope.get("method") != "HEAD" else b"")
+        for start in range(0, max(len(body), 1), self.chunk):
+            last = start + self.chunk >= len(body)
+            piece = bytes(body[start : start + self.chunk])
+            await send({"type": "http.response.body", "body": piece, "more_body": not last})
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``q=0`` refuses it)."""
+    for part in header.split(","):
+        name, _, options = part.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "*"):
+            continue
+        for option in options.split(";"):
+            key, _, value = option.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
 @api
 async def list_jobs(request: Request) -> Response:
-    """``GET /api/jobs``: ``{"jobs": [job objects]}``, by name; ``?tag=`` filters."""
+    """``GET /api/jobs``: ``{"jobs": [job objects]}``, by name; ``?tag=`` filters.
+
+    The full list is gzipped for clients that accept it (it is cached, compressed once).
+    """
     params = query(request, {"tag"})
-    body = await runtime_of(request).jobs.json(params.get("tag"))
-    return Response(body, media_type="application/json")
+    views = runtime_of(request).jobs
+    headers = {"Vary": "Accept-Encoding"}
+    tag = params.get("tag")
+    if tag is None and accepts_gzip(request.headers.get("accept-encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        body = await views.gzipped()
+    else:
+        body = await views.json(tag)
+    return ChunkedBody(body, media_type="application/json", headers=headers)
 
 
 @api
