@@ -45,24 +45,45 @@ class LogCapture(logging.Handler):
         return self._buffer.getvalue()
 
 
-def run_logger(job_name: str, run_id: int | str) -> tuple[logging.Logger, LogCapture]:
-    """A logger for one run (``cronhub.job.<name>``'s child) and the handler capturing it.
+class RunLogger(logging.Logger):
+    """One run's logger (``cronhub.job.<name>``'s child); :meth:`text` is what it captured.
 
-    Records also propagate to the application's logging, so a worker's console shows them.
-    The per-run logger is not registered with :mod:`logging`'s manager: registering it (and
-    ``setLevel``, which clears every logger's level cache) cost more than the rest of a run's
-    overhead together once thousands of runs start in one second.
+    Not registered with :mod:`logging`'s manager: registering it (and ``setLevel``, which
+    clears every logger's level cache) cost more than the rest of a run's start-up once
+    thousands of runs start in one second. The capturing handler is made when the first record
+    arrives, so a job that does not log costs no handler at all. Records also propagate to
+    the application's logging, so a worker's console shows them.
     """
-    logger = logging.Logger(f"cronhub.job.{job_name}.{run_id}", logging.DEBUG)
-    logger.parent = logging.getLogger(f"cronhub.job.{job_name}")
-    capture = LogCapture()
-    logger.addHandler(capture)
-    return logger, capture
+
+    _first_record = threading.Lock()
+
+    def __init__(self, job_name: str, run_id: int | str) -> None:
+        super().__init__(f"cronhub.job.{job_name}.{run_id}", logging.DEBUG)
+        self.parent = logging.getLogger(f"cronhub.job.{job_name}")
+        self.capture: LogCapture | None = None
+
+    def handle(self, record: logging.LogRecord) -> None:
+        if self.capture is None:
+            with self._first_record:  # a thread job and the loop may log at once
+                if self.capture is None:
+                    self.capture = LogCapture()
+                    self.addHandler(self.capture)
+        super().handle(record)
+
+    def text(self) -> str:
+        """Everything the run logged so far."""
+        return self.capture.text() if self.capture is not None else ""
 
 
-def release_logger(logger: logging.Logger, capture: LogCapture) -> None:
+def run_logger(job_name: str, run_id: int | str) -> RunLogger:
+    """A logger for one run, capturing what it logs (see :class:`RunLogger`)."""
+    return RunLogger(job_name, run_id)
+
+
+def release_logger(logger: RunLogger) -> None:
     """Detach the capture from the per-run logger."""
-    logger.removeHandler(capture)
+    if logger.capture is not None:
+        logger.removeHandler(logger.capture)
 
 
 @dataclass

@@ -129,7 +129,7 @@ class RunManager:
             self._has_active.set()
         self._remember(run.id)
         job = engine.jobs.get(run.job)
-        logger, capture = run_logger(run.job, run.id)
+        logger = run_logger(run.job, run.id)
         started = clock.monotonic()
         wall_started = time.monotonic()
         try:
@@ -145,7 +145,7 @@ class RunManager:
                 await engine.pm.call_each("cronhub_run_started", run=run)
                 outcome = await self._run_body(job, ctx, entry)
         finally:
-            release_logger(logger, capture)
+            release_logger(logger)
         if entry.cancel_reason == LEASE_LOST:
             self._active.pop(run.id, None)
             log.warning("run %d of %s: lease lost; cancelled without recording", run.id, run.job)
@@ -157,7 +157,7 @@ class RunManager:
         # Batched outcomes get their alerts in the writer, which reads the streaks of a whole
         # batch in one query (one read per run cost more than the run at high rates).
         completion = self._completion(
-            job, run, outcome, capture.text(), now, elapsed, entry, alerts=direct
+            job, run, outcome, logger.text(), now, elapsed, entry, alerts=direct
         )
         try:
             if direct:
