@@ -238,7 +238,11 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 
 _JOB_NAME = _param("name", "path", {"type": "string"}, "The job's name (URL-encoded).")
-_RUN_ID = _param("run_id", "path", {"type": "integer", "minimum": 1}, "The run's id.")
+#: Run ids are SQL BIGINTs.
+MAX_ID = 2**63 - 1
+_RUN_ID = _param(
+    "run_id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "The run's id."
+)
 _JOB_FILTER = _param("job", "query", {"type": "string"}, "Only this job's.")
 _LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size.")
 
@@ -352,7 +356,7 @@ PATHS: dict[str, Any] = {
                 _param(
                     "before",
                     "query",
-                    {"type": "integer", "minimum": 1},
+                    {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                     "Cursor: only runs with a smaller id (the previous page's `next`).",
                 ),
                 _param("dead_letter", "query", {"type": "boolean"}, "Only (not) dead letters."),
