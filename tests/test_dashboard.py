@@ -148,7 +148,7 @@ def seed_history(hub: Hub) -> None:
             if recorded:
                 continue
             failed = status is not RunStatus.SUCCEEDED
-            took = 900 + (slot.minute * 37 + slot.hour * 11) % 2500
+            took = 700 + (n * 613 + len(name) * 97) % 2900
             hub.storage.finish(
                 result.run.id,
                 Completion(
@@ -559,6 +559,22 @@ def test_jobs_appear_with_schedule_countdown_and_stats(server, tab):
     tab.shot("jobs-first-paint")
 
 
+def test_search_and_tag_filter(server, tab):
+    from playwright.sync_api import expect
+
+    page = tab.page
+    page.goto(server.url + "/")
+    page.get_by_label("Tag", exact=True).select_option("ops")  # applies at once
+    expect(page).to_have_url(re.compile(r"\?q=&tag=ops$"))
+    expect(page.locator("#jobs tbody tr")).to_have_count(2)
+    page.get_by_role("searchbox").fill("TOKEN")
+    page.get_by_role("searchbox").press("Enter")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    expect(row(page, "ops.tokened")).to_be_visible()
+    page.get_by_role("link", name="Clear").click()
+    expect(page.locator("#jobs tbody tr")).to_have_count(8)
+
+
 def test_run_now_adds_a_run_without_reload(server, tab):
     from playwright.sync_api import expect
 
@@ -741,7 +757,7 @@ def test_phone_width_and_dark_mode(server, browser):
             assert width <= 390, f"the jobs page is {width} px wide on a 390 px screen"
             background = page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert (background == "rgb(13, 17, 23)") == (scheme == "dark"), background
-            tab.shot(f"jobs-phone-{scheme}")
+            tab.shot(f"jobs-phone-{scheme}", full_page=False)
             page.goto(f"{server.url}/runs/{run_id}")
             expect(page.locator("[data-field=traceback]")).to_be_visible()
             assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -265,9 +265,33 @@
     });
   }
 
+  // At most a few job reads in flight: a page of 100 busy jobs must not fire 100 at once.
+  var inFlight = 0;
+  var waiting = [];
+
+  function limited(task) {
+    return new Promise(function (resolve, reject) {
+      waiting.push({ task: task, resolve: resolve, reject: reject });
+      pump();
+    });
+  }
+
+  function pump() {
+    while (inFlight < 4 && waiting.length) {
+      var next = waiting.shift();
+      inFlight += 1;
+      next.task().then(next.resolve, next.reject).then(function () {
+        inFlight -= 1;
+        pump();
+      });
+    }
+  }
+
   function refreshJob(name) {
     later("job:" + name, 1000, function () {
-      api("GET", "/api/jobs/" + encodeURIComponent(name)).then(function (data) {
+      limited(function () {
+        return api("GET", "/api/jobs/" + encodeURIComponent(name));
+      }).then(function (data) {
         var job = data && data.job ? data.job : data;
         if (job && job.name) updateJob(job);
       }).catch(function () { /* deleted or unreachable: leave the row */ });
