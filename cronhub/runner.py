@@ -191,7 +191,11 @@ class RunManager:
             dead_letter=completion.dead_letter,
         )
         if not written:
-            log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
+            if entry.cancel_reason == "cancelled":
+                # A cancel (the API, another instance) ended the run in storage first.
+                log.info("run %d of %s: cancelled", run.id, run.job)
+            else:
+                log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
             return finished
         if completion.alerts:
             engine.delivery.wake()

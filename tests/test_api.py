@@ -426,11 +426,18 @@ async def _start_and_cancel(client, job: str, started, **body):
     return run
 
 
-async def test_cancel_an_async_run_cancels_its_task(web_hub):
+async def test_cancel_an_async_run_cancels_its_task(web_hub, caplog):
+    caplog.set_level("INFO", logger="cronhub.runs")
     started, cancelled = signal("async")
     async with serving(web_hub.asgi()) as client:
-        await _start_and_cancel(client, "async-wait", started.is_set)
+        run = await _start_and_cancel(client, "async-wait", started.is_set)
         assert await asyncio.to_thread(cancelled.wait, TIMEOUT)
+
+        async def said_cancelled():
+            return f"run {run['id']} of async-wait: cancelled" in caplog.text
+
+        await eventually(said_cancelled)
+    assert "outcome dropped" not in caplog.text  # a cancel is not a lost lease
 
 
 async def test_cancel_a_thread_run_sets_ctx_cancelled(web_hub):
