@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
@@ -427,6 +427,31 @@ def test_jobs_table_pages_through_many_jobs(tmp_path):
         assert "201\N{EN DASH}230 of 230" in beyond
         small = web.get("/?tag=bulk&per_page=10").text
         assert len(re.findall(r"<tr data-job=", small)) == 10
+
+
+def test_recent_runs_of_a_storage_without_the_method():
+    from cronhub.builtin.memory_storage import MemoryStorage
+    from cronhub.runs import Overlap
+    from cronhub.web.dashboard import recent_runs
+
+    storage = MemoryStorage()
+    now = datetime.now(UTC)
+    requests = [
+        ClaimRequest(job=job, scheduled_for=now - timedelta(minutes=n), overlap=Overlap.ALLOW)
+        for n in range(5)
+        for job in ("a", "b")
+    ]
+    storage.claim(requests, instance="i", now=now, lease_ttl=30)
+
+    class OlderPlugin:
+        """A storage written before ``recent_runs`` joined the protocol."""
+
+        def list_runs(self, query):
+            return storage.list_runs(query)
+
+    expected = storage.recent_runs(["a", "b", "c"], per_job=3)
+    assert recent_runs(OlderPlugin(), ["a", "b", "c"], 3) == expected
+    assert [len(runs) for runs in expected.values()] == [3, 3, 0]
 
 
 def test_urls_follow_the_mount_prefix(tmp_path):
