@@ -809,6 +809,59 @@ def test_a_plugin_returning_something_else_is_an_error_naming_it(web_hub, regist
         web_hub.asgi()
 
 
+async def test_plugin_websockets_need_the_token_too(web_hub, register_plugin):
+    from starlette.routing import WebSocketRoute
+
+    class Live:
+        @cronhub.hookimpl
+        def cronhub_web_routes(self, hub):
+            async def echo(websocket):
+                await websocket.accept()
+                await websocket.send_text("hello")
+                await websocket.close()
+
+            return [WebSocketRoute("/acme/live", echo)]
+
+    register_plugin(Live(), name="live")
+    app = web_hub.asgi(token=TOKEN)
+
+    async def connect(headers):
+        scope = {
+            "type": "websocket",
+            "path": "/acme/live",
+            "raw_path": b"/acme/live",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "scheme": "ws",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1),
+            "subprotocols": [],
+        }
+        inbox = [{"type": "websocket.connect"}]
+        sent = []
+
+        async def receive():
+            return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return [m["type"] for m in sent]
+
+    assert await connect([]) == ["websocket.close"]
+    bearer = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    assert await connect(bearer) == ["websocket.accept", "websocket.send", "websocket.close"]
+
+
+async def test_head_of_the_event_stream_does_not_hang(web_hub):
+    async with serving(web_hub.asgi(), lifespan=False) as client:
+        response = await client.head("/api/events")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+
+
 async def test_mounted_under_a_prefix_with_hub_lifespan(web_hub):
     cron_app = web_hub.asgi(token=TOKEN)
     outer = Starlette(routes=[Mount("/cronhub", app=cron_app)], lifespan=web_hub.lifespan)

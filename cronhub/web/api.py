@@ -453,6 +453,8 @@ async def instances(request: Request) -> Response:
 async def events(request: Request) -> Response:
     """``GET /api/events``: the Server-Sent Events stream."""
     query(request, ())
+    if request.method == "HEAD":  # the headers only: a stream never ends
+        return Response(media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     return event_stream(runtime_of(request).events, request.headers.get("last-event-id"))
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import jinja2
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -203,6 +203,9 @@ class Guard:
         self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -247,6 +250,17 @@ class Guard:
                     f"(or the {CSRF_FIELD} form field)"
                 )
                 await error_response(403, "CSRF check failed", detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A plugin's WebSocket route needs the token too (a browser's cookie, or a bearer)."""
+        if self.token is not None:
+            request = HTTPConnection(scope)
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            bearer = scheme.lower() == "bearer" and token_matches(given.strip(), self.token)
+            if not bearer and not self._cookie_matches(request.cookies.get(TOKEN_COOKIE)):
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
                 return
         await self.app(scope, receive, send)
 
