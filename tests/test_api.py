@@ -902,6 +902,19 @@ async def test_one_scheduler_per_hub_whatever_starts_it(web_hub):
         assert app.state.engine.running
 
 
+async def test_a_failed_start_leaves_nothing_behind(plugin_manager, tmp_path):
+    plugin_manager.register(sqlite_plugin, name="storage_sqlite")
+    missing = tmp_path / "no-such-dir" / "x.db"
+    hub = make_hub(plugin_manager, tmp_path, storage=f"sqlite:///{missing}")
+    app = hub.asgi()
+    before = {name for name, _ in plugin_manager.list_name_plugin()}
+    with pytest.raises(Exception, match=r"no-such-dir|unable to open"):
+        async with hub.lifespan():
+            pass
+    assert not app.state.runtime.running
+    assert {name for name, _ in plugin_manager.list_name_plugin()} == before
+
+
 async def test_the_fastapi_example_app(monkeypatch, tmp_path):
     from pathlib import Path
 

@@ -110,6 +110,15 @@ class WebRuntime:
         self._users += 1
         if self._users > 1:
             return
+        try:
+            await self._start()
+        except BaseException:
+            # A failed start (storage down, a plugin's startup hook) leaves nothing behind.
+            self._users -= 1
+            self._unregister()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self.events.bind(loop)
         if self.events.closed:  # started again after a stop (tests, a reloaded app)
@@ -150,11 +159,14 @@ class WebRuntime:
                 self._subscribed = False
                 await run_in_threadpool(self.hub.storage.unsubscribe)  # type: ignore[attr-defined]
         finally:
-            pm = self.hub.plugin_manager
-            if self._plugin_name is not None and pm.has_plugin(self._plugin_name):
-                pm.unregister(name=self._plugin_name)
-                pm.infos.pop(self._plugin_name, None)
-            self._plugin_name = None
+            self._unregister()
+
+    def _unregister(self) -> None:
+        pm = self.hub.plugin_manager
+        if self._plugin_name is not None and pm.has_plugin(self._plugin_name):
+            pm.unregister(name=self._plugin_name)
+            pm.infos.pop(self._plugin_name, None)
+        self._plugin_name = None
 
     @property
     def running(self) -> bool:
