@@ -34,6 +34,7 @@ from cronhub.runs import (
     RunStatus,
     Trigger,
 )
+from cronhub.runtime_schedules import validate_params
 from cronhub.runtime_timers import KEY_PREFIX, RuntimeTimers
 from cronhub.schedules import jitter_delay
 from cronhub.storage import RunFilter
@@ -535,8 +536,12 @@ class Engine:
 
     # -- actions -------------------------------------------------------------------------
     async def run_now(self, name: str, params: dict[str, Any] | None = None) -> Run:
-        """Queue a manual run of ``name``; any instance may start it (this one is woken)."""
+        """Queue a manual run of ``name``; any instance may start it (this one is woken).
+
+        :raises ParameterError: when ``params`` do not fit the job function (naming the one).
+        """
         job = self.hub.get_job(name)
+        params = validate_params(job, params)
         request = ClaimRequest(
             job=job.name,
             scheduled_for=None,
@@ -641,6 +646,7 @@ async def run_job_once(hub: Hub, name: str, *, params: dict[str, Any] | None = N
     """Run a job now in this process and record it (``cronhub run``); return the finished run."""
     engine = Engine(hub)
     job = hub.get_job(name)
+    params = validate_params(job, params)
     engine.jobs = {job.name: job}
     executor = engine.pm.call_provider("cronhub_executor", job=job)
     if executor is None:

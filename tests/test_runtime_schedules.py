@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import textwrap
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -15,12 +23,7 @@ from cronhub_storage_postgres.testing import (  # noqa: F401 - fixtures
     postgres_database,
     postgres_server,
 )
-from test_dashboard import (
-    SHOTS,
-    WAIT,
-    Server,
-    browser,  # noqa: F401 - the Chromium fixture of the dashboard tests
-)
+from test_dashboard import CHROMIUM, CHROMIUM_ARGS, SHOTS, WAIT, Server
 
 import cronhub
 from cronhub.config import load_settings
@@ -627,7 +630,8 @@ INSTANCE = os.environ.get("CRONHUB_INSTANCE_ID", "?")
 
 @hub.job(on_demand=True, name="report", executor="async", overlap="allow", misfire_grace=30)
 async def report(ctx, *, region: str, limit: int = 10):
-    line = f"{ctx.run.schedule_id} {ctx.scheduled_for.isoformat()} {region} {limit} {INSTANCE}\\n"
+    slot = ctx.scheduled_for.isoformat() if ctx.scheduled_for else "-"
+    line = f"{ctx.run.schedule_id or '-'} {slot} {region} {limit} {INSTANCE}\\n"
     fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -736,11 +740,6 @@ class Worker:
     """``cronhub --app schapp:hub worker`` as a subprocess, its stderr in a file."""
 
     def __init__(self, root, env, instance):
-        import os
-        import subprocess
-        import sys
-        from pathlib import Path
-
         self.stderr_path = root / f"{instance}.err"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CRONHUB_")}
         environ.update(env)
@@ -766,9 +765,6 @@ class Worker:
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self):
-        import signal
-        import subprocess
-
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -780,8 +776,6 @@ class Worker:
 
 
 def wait_for(predicate, what, timeout=90.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -798,10 +792,6 @@ def slot_lines(root, schedule_id):
 
 
 def test_two_workers_see_a_schedule_added_by_the_cli_and_run_each_slot_once(run_cli, cli_app):
-    import sqlite3
-    import time
-    from collections import Counter
-
     root, env = cli_app
     workers = [Worker(root, env, name) for name in ("w1", "w2")]
     try:
@@ -1213,7 +1203,26 @@ def dashboard_server(tmp_path):
         hub.close()
 
 
-def test_dashboard_form_previews_adds_pauses_and_deletes(tmp_path, browser):  # noqa: F811
+@pytest.fixture
+def browser():
+    """Chromium for one test (launched as the dashboard tests do).
+
+    Function-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, and the async tests of this module need the thread's loop to themselves.
+    """
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CRONHUB_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CRONHUB_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is not installed (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_dashboard_form_previews_adds_pauses_and_deletes(tmp_path, browser):
     with dashboard_server(tmp_path) as server:
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         context.set_default_timeout(WAIT)
@@ -1315,3 +1324,41 @@ def test_dashboard_form_previews_adds_pauses_and_deletes(tmp_path, browser):  # 
         finally:
             context.close()
         assert problems == [], problems
+
+
+# -- run now, with parameters ---------------------------------------------------------------------
+
+
+async def test_run_now_checks_parameters_before_queueing(api_hub):
+    engine = Engine(api_hub)
+    await engine.start()
+    try:
+        with pytest.raises(ParameterError, match="parameter 'region': expected str, got 5"):
+            await engine.run_now("report", params={"region": 5})
+    finally:
+        await engine.stop()
+    async with serving(api_hub.asgi(), lifespan=False) as client:  # web-only: no engine
+        response = await client.post("/api/jobs/report/run", json={"params": {"limit": 2}})
+        assert response.status_code == 400
+        assert response.json()["detail"] == (
+            "job 'report': parameter 'region': missing required parameter"
+        )
+        good = await client.post("/api/jobs/report/run", json={"params": {"region": "eu"}})
+        assert good.status_code == 202, good.text
+    assert [r.params for r in history(api_hub)] == [{"region": "eu"}]
+
+
+def test_cli_run_passes_parameters(run_cli, cli_app):
+    root, env = cli_app
+    ran = run_cli(
+        "--app", "schapp:hub", "run", "report", "--params", '{"region": "us", "limit": 4}',
+        "--json", env=env, pythonpath=[root],
+    )  # fmt: skip
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["params"] == {"region": "us", "limit": 4}
+    assert (root / "runs.log").read_text().split()[2:4] == ["us", "4"]
+    refused = run_cli("--app", "schapp:hub", "run", "report", env=env, pythonpath=[root])
+    assert refused.code == 2
+    assert refused.stderr.strip() == (
+        "error: job 'report': parameter 'region': missing required parameter"
+    )

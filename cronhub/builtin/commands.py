@@ -169,14 +169,25 @@ def check(ctx: typer.Context) -> None:
 def run(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The job to run."),
+    params: str | None = typer.Option(
+        None, "--params", help="Parameters for the job function, a JSON object: '{\"a\": 1}'."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run a job now in this process and record the run; exit 1 if it did not succeed."""
+    import json
+
     from cronhub.engine import run_job_once
 
+    parsed = None
+    if params is not None:
+        try:
+            parsed = json.loads(params)
+        except ValueError as exc:
+            raise UsageError(f"--params is not valid JSON: {exc}") from None
     hub = state(ctx).hub()
     hub.get_job(name)
-    finished = asyncio.run(run_job_once(hub, name))
+    finished = asyncio.run(run_job_once(hub, name, params=parsed))
     if as_json:
         echo_json(finished.to_dict(detail=True))
     else:

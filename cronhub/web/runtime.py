@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from cronhub.errors import HookError, UsageError
 from cronhub.plugins import PluginInfo, hookimpl
 from cronhub.runs import ClaimRequest, Run, RunStatus, Trigger
+from cronhub.runtime_schedules import validate_params
 from cronhub.web.events import JOB_EVENTS, RUN_EVENTS, EventBus
 from cronhub.web.jobviews import JobViews
 from cronhub.web.metrics import Metrics
@@ -248,7 +249,11 @@ class WebRuntime:
         return engine if engine is not None and engine.running else None
 
     async def run_now(self, job: Job, params: dict[str, Any]) -> Run:
-        """Queue a manual run of ``job``; any scheduler instance may start it."""
+        """Queue a manual run of ``job``; any scheduler instance may start it.
+
+        :raises ParameterError: when ``params`` do not fit the job function (a 400 naming it).
+        """
+        params = validate_params(job, params)
         engine = self._live_engine
         if engine is not None:
             run = await engine.run_now(job.name, params)
