@@ -26,12 +26,14 @@ readings of ``5-5`` (every minute) and wrap-around ranges: a range must not run 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
 import math
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -331,7 +333,14 @@ def _parse_field(
         values.update(v % 7 if index == _DOW else v for v in range(lo, hi + 1, step))
     if values and nth:
         raise _field_error(expr, field, token, token, "mixes plain days with '#' days")
-    return frozenset(values), last, frozenset(nth)
+    return _shared_set(tuple(sorted(values))), last, frozenset(nth)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_set(values: tuple[int, ...]) -> frozenset[int]:
+    # One frozenset per distinct field: a '*' minute alone is a 60-element set, which
+    # thousands of compiled expressions would otherwise each hold.
+    return frozenset(values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,22 +354,35 @@ class _Spec:
     day_or: bool
     parts: tuple[croniter, ...]  # their union is the expression (2 only for OR with '#')
     lock: threading.Lock
+    #: The last answer, ``(wall, next)``: it also answers every wall in ``[wall, next)``.
+    #: Jobs sharing this expression ask for the same next time at start-up.
+    last: list[datetime | None] = dataclasses.field(
+        default_factory=lambda: [datetime.max, datetime.min]
+    )
 
     def next_wall(self, wall: datetime) -> datetime | None:
         """The first matching naive wall time strictly after ``wall``."""
         found = []
         with self.lock:
+            asked, answer = self.last
+            if asked is not None and answer is not None and asked <= wall < answer:
+                return answer
             if len(self.parts) == 1:  # the common case, kept short
                 try:
-                    return self.parts[0].get_next(datetime, wall)
+                    answer = self.parts[0].get_next(datetime, wall)
                 except CroniterBadDateError:
                     return None
+                self.last[:] = [wall, answer]
+                return answer
             for part in self.parts:
                 try:
                     found.append(part.get_next(datetime, wall))
                 except CroniterBadDateError:
                     continue
-        return min(found, default=None)
+            answer = min(found, default=None)
+            if answer is not None:
+                self.last[:] = [wall, answer]
+        return answer
 
 
 def _croniter(expr: str, tokens: Sequence[str], day_or: bool) -> croniter:
@@ -371,9 +393,31 @@ def _croniter(expr: str, tokens: Sequence[str], day_or: bool) -> croniter:
         raise ScheduleError(expr, f"not a valid cron expression ({exc})") from None
 
 
-@functools.lru_cache(maxsize=2048)
+#: Compiled expressions in use: every schedule of one expression shares its ``_Spec`` (a
+#: croniter object costs more memory than the rest of a job), and recompiling costs more
+#: than the rest of registering a job.
+_SPECS: weakref.WeakValueDictionary[str, _Spec] = weakref.WeakValueDictionary()
+_SPECS_LOCK = threading.Lock()
+
+
 def _compile(expr: str) -> _Spec:
-    """Validate ``expr`` and build its croniter objects (cached: schedules share them)."""
+    """Validate ``expr`` and build its croniter objects, or return the shared ones."""
+    spec = _SPECS.get(expr)
+    if spec is None:
+        spec = _recent(expr)
+        with _SPECS_LOCK:
+            spec = _SPECS.setdefault(expr, spec)
+    return spec
+
+
+@functools.lru_cache(maxsize=256)
+def _recent(expr: str) -> _Spec:
+    # A few strong references, so that a schedule made and dropped again and again (the CLI,
+    # the API's previews) does not recompile.
+    return _compile_new(expr)
+
+
+def _compile_new(expr: str) -> _Spec:
     text = expr.strip()
     if text.startswith("@"):
         if text.lower() not in _ALIASES:
@@ -421,7 +465,9 @@ def _compile(expr: str) -> _Spec:
         tuple(parts),
         threading.Lock(),
     )
-    if spec.next_wall(_PROBE_FROM) is None:
+    # Plain fields always match some date once the day-of-month check above passed; 'L' and
+    # '#' days are checked by asking croniter (a call that costs as much as the rest).
+    if (last or parsed[_DOW][2]) and spec.next_wall(_PROBE_FROM) is None:
         raise ScheduleError(expr, "never fires (no date in 50 years matches it)")
     return spec
 
