@@ -21,6 +21,7 @@ Pages:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -71,6 +72,40 @@ class NotFound(LookupError):
     """A job or run that does not exist; answered with a 404 page."""
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """The jobs table's view of a hub's jobs: sorted, with the text the search box looks in."""
+
+    #: The ``hub.jobs`` mapping this was made from (a new mapping means the jobs changed).
+    source: dict[str, Job]
+    jobs: list[Job]
+    tags: list[str]
+    #: Per job, in order: name, description and tags, case-folded.
+    haystacks: list[str]
+
+    @classmethod
+    def of(cls, source: dict[str, Job]) -> Catalog:
+        """The catalog of ``source``."""
+        ordered = [job for _, job in sorted(source.items())]
+        return cls(
+            source=source,
+            jobs=ordered,
+            tags=sorted({tag for job in ordered for tag in job.tags}),
+            haystacks=[
+                "\n".join((job.name, job.description, *job.tags)).casefold() for job in ordered
+            ],
+        )
+
+    def search(self, text: str, tag: str) -> list[Job]:
+        """Jobs whose name, description or tags contain ``text``, with ``tag`` if given."""
+        needle = text.casefold()
+        return [
+            job
+            for job, haystack in zip(self.jobs, self.haystacks, strict=True)
+            if (not tag or tag in job.tags) and needle in haystack
+        ]
+
+
 @dataclass
 class Dashboard:
     """The templates, static-file versions and page builders of one hub's dashboard."""
@@ -78,6 +113,7 @@ class Dashboard:
     hub: Hub
     env: jinja2.Environment = field(init=False)
     versions: dict[str, str] = field(init=False)
+    _catalog: Catalog | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.env = jinja2.Environment(
@@ -133,16 +169,24 @@ class Dashboard:
         """
 
         async def endpoint(request: Request) -> HTMLResponse:
-            extra = {"stats": await self.stats(request)} if stats else {}
+            # The stats are counted while the page's own data is read (both wait on storage).
+            counting = asyncio.ensure_future(self.stats(request)) if stats else None
             try:
-                html = await run_in_threadpool(
-                    lambda: self.render(request, template, **build(request), **extra)
-                )
-                return HTMLResponse(html)
-            except BadParameter as exc:
-                return self.error_page(request, 400, "Bad request", str(exc))
-            except NotFound as exc:
+                context = await run_in_threadpool(build, request)
+            except (BadParameter, NotFound) as exc:
+                if counting is not None:
+                    counting.cancel()
+                if isinstance(exc, BadParameter):
+                    return self.error_page(request, 400, "Bad request", str(exc))
                 return self.error_page(request, 404, "Not found", str(exc))
+            except BaseException:
+                if counting is not None:
+                    counting.cancel()
+                raise
+            if counting is not None:
+                context["stats"] = await counting
+            html = await run_in_threadpool(lambda: self.render(request, template, **context))
+            return HTMLResponse(html)
 
         endpoint.__name__ = template.removesuffix(".html").replace("-", "_")
         return endpoint
@@ -169,6 +213,13 @@ class Dashboard:
         html = self.render(request, "error.html", title=title, message=message, status=status)
         return HTMLResponse(html, status_code=status)
 
+    def catalog(self) -> Catalog:
+        """Every job sorted by name, with its tags: kept until the hub's jobs change."""
+        jobs = self.hub.jobs
+        if self._catalog is None or self._catalog.source is not jobs:
+            self._catalog = Catalog.of(jobs)
+        return self._catalog
+
     # -- page contexts (run in a worker thread: storage calls block) -----------------------
     def jobs_context(self, request: Request) -> dict[str, Any]:
         """The jobs table: filtered, paginated, with each job's newest runs."""
@@ -179,9 +230,9 @@ class Dashboard:
         per_page = _positive_int(params, "per_page", PER_PAGE)
         if per_page < 10 or per_page > MAX_PER_PAGE:
             raise BadParameter("per_page", str(per_page), f"a number from 10 to {MAX_PER_PAGE}")
-        every = self.hub.select_jobs()
-        tags = sorted({t for job in every for t in job.tags})
-        chosen = [job for job in every if _matches(job, search, tag)]
+        catalog = self.catalog()
+        every, tags = catalog.jobs, catalog.tags
+        chosen = catalog.search(search, tag)
         pages = max(1, -(-len(chosen) // per_page))
         page = min(page, pages)
         shown = chosen[(page - 1) * per_page : page * per_page]
@@ -313,17 +364,6 @@ def _positive_int(params: Any, name: str, default: int | None) -> Any:
     if value < 1:
         raise BadParameter(name, raw, "a positive whole number")
     return value
-
-
-def _matches(job: Job, search: str, tag: str) -> bool:
-    if tag and tag not in job.tags:
-        return False
-    if not search:
-        return True
-    needle = search.casefold()
-    return any(
-        needle in text.casefold() for text in (job.name, job.description, " ".join(job.tags))
-    )
 
 
 def _static_versions() -> dict[str, str]:
