@@ -136,19 +136,28 @@ def list_schedules(
     _table(("ID", "JOB", "SCHEDULE", "TZ", "PARAMS", "NEXT RUN"), rows)
 
 
-def remove(ctx: typer.Context, schedule_id: str = typer.Argument(..., metavar="ID")) -> None:
+def remove(
+    ctx: typer.Context,
+    schedule_id: str = typer.Argument(..., metavar="ID", help="The schedule's id."),
+) -> None:
     """Remove a runtime schedule (its runs stay in history)."""
     removed = _schedules(ctx).remove(schedule_id)
     typer.echo(f"removed schedule {removed.id} of job {removed.job}")
 
 
-def pause(ctx: typer.Context, schedule_id: str = typer.Argument(..., metavar="ID")) -> None:
+def pause(
+    ctx: typer.Context,
+    schedule_id: str = typer.Argument(..., metavar="ID", help="The schedule's id."),
+) -> None:
     """Pause a runtime schedule: none of its slots runs, or is caught up later."""
     changed = _schedules(ctx).pause(schedule_id)
     typer.echo(f"schedule {changed.id} of job {changed.job}: paused")
 
 
-def resume(ctx: typer.Context, schedule_id: str = typer.Argument(..., metavar="ID")) -> None:
+def resume(
+    ctx: typer.Context,
+    schedule_id: str = typer.Argument(..., metavar="ID", help="The schedule's id."),
+) -> None:
     """Resume a paused runtime schedule; the paused time is not caught up."""
     changed = _schedules(ctx).resume(schedule_id)
     typer.echo(f"schedule {changed.id} of job {changed.job}: resumed")
