@@ -49,7 +49,7 @@ def list_jobs(
     rows = [
         (
             job["name"],
-            str(job["schedule"]),
+            "on demand" if job["schedule"] is None else str(job["schedule"]),
             job["tz"],
             "paused" if job["paused"] else (job["next_run"] or "-"),
             job["last_status"] or "-",
