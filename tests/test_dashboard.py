@@ -831,6 +831,33 @@ def test_token_prompt(tmp_path, browser):
         tab.problems[:] = [p for p in tab.problems if "401" not in p]
 
 
+def test_signed_out_action_leads_back_after_login(tmp_path, browser):
+    from playwright.sync_api import expect
+
+    hub = make_hub(tmp_path)
+    parent = Starlette(routes=[Mount("/cronhub", app=hub.asgi(token=TOKEN))], lifespan=hub.lifespan)
+    with serving(parent, hub, prefix="/cronhub") as mounted, open_tab(browser) as tab:
+        page = tab.page
+        page.goto(mounted.url + "/jobs/ops.tokened?status=failed")
+        page.fill("#token", TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(mounted.url + "/jobs/ops.tokened?status=failed")
+        expect_live(page)
+        # The login cookie expires (or is revoked) while the page is open.
+        page.context.clear_cookies(name="cronhub_token")
+        page.get_by_role("button", name="Pause").click()
+        expect(page).to_have_url(re.compile(r"/cronhub/login\?next="))
+        page.fill("#token", TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(mounted.url + "/jobs/ops.tokened?status=failed")
+        refused = [p for p in tab.problems if p.startswith("HTTP 401")]
+        assert refused and all("/cronhub/api/" in p for p in refused), refused
+        # Console lines without a URL: the refused call above, and the login page's favicon
+        # (Chromium asks the host's /favicon.ico for a page that names no icon).
+        assert not [p for p in tab.problems if p.startswith("HTTP 404")]
+        tab.problems[:] = [p for p in tab.problems if "401" not in p and "404" not in p]
+
+
 def test_mounted_under_a_prefix(tmp_path, browser):
     from playwright.sync_api import expect
 

@@ -162,7 +162,9 @@
     return fetch(base + path, { method: method, headers: headers, credentials: "same-origin" })
       .then(function (response) {
         if (response.status === 401) {
-          var next = location.pathname + location.search;
+          // The login page takes the path inside the app, without the prefix it is mounted at.
+          var path = location.pathname.indexOf(base) === 0 ? location.pathname.slice(base.length) : "/";
+          var next = (path || "/") + location.search;
           location.assign(base + "/login?next=" + encodeURIComponent(next));
           throw new Error("signed out: sign in again");
         }
