@@ -91,6 +91,8 @@ class MemoryStorage:
         self._keys: dict[_SlotKey, int] = {}
         self._by_job: dict[str, list[int]] = {}
         self._active: dict[int, None] = {}  # ordered set of queued and running run ids
+        # The same ids by job: a claim checks its job's active runs without scanning all.
+        self._active_by_job: dict[str, dict[int, None]] = {}
         self._jobs: dict[str, _JobRow] = {}
         self._outbox: dict[int, _OutboxRow] = {}
         self._next_run_id = 1
@@ -118,8 +120,14 @@ class MemoryStorage:
         self._runs[run.id] = run
         if run.status.terminal:
             self._active.pop(run.id, None)
+            of_job = self._active_by_job.get(run.job)
+            if of_job is not None:
+                of_job.pop(run.id, None)
+                if not of_job:
+                    del self._active_by_job[run.job]
         else:
             self._active[run.id] = None
+            self._active_by_job.setdefault(run.job, {})[run.id] = None
         return run
 
     def _insert(self, run: Run) -> Run | None:
@@ -140,9 +148,7 @@ class MemoryStorage:
         return (self._runs[i] for i in self._active)
 
     def _active_of(self, job: str, status: RunStatus) -> list[int]:
-        return [
-            i for i in self._active if self._runs[i].job == job and self._runs[i].status == status
-        ]
+        return [i for i in self._active_by_job.get(job, ()) if self._runs[i].status == status]
 
     def _paused(self, job: str) -> bool:
         row = self._jobs.get(job)
