@@ -43,7 +43,8 @@ log = logging.getLogger("cronhub.engine")
 
 #: Heap keys of runtime schedules start with this (a job name never holds a NUL character).
 KEY_PREFIX = "\x00schedule:"
-#: Seconds between two reads of the revision when the storage cannot tell of changes.
+#: Seconds between two reads of the revision when the storage cannot tell of changes (one
+#: primary-key read each): a change made by another process is seen within about a second.
 POLL_INTERVAL = 1.0
 
 
@@ -51,15 +52,36 @@ POLL_INTERVAL = 1.0
 class Timer:
     """An active runtime schedule as the engine fires it."""
 
-    #: The schedule as last read, without its high-water mark (which claims move).
+    #: The schedule as last read (its high-water mark is not kept up to date here).
     schedule: RuntimeSchedule
     #: The registered job with the schedule's timetable, zone and window.
     job: Job
+    #: What a change of the schedule changes (see :func:`fingerprint`).
+    fingerprint: tuple[object, ...]
 
     @property
     def key(self) -> str:
         """Its heap key."""
         return KEY_PREFIX + self.schedule.id
+
+
+def fingerprint(schedule: RuntimeSchedule) -> tuple[object, ...]:
+    """The fields whose change re-plans a schedule's timer.
+
+    Every change storage makes (pause, resume) moves ``updated_at``; the high-water mark,
+    which claims move, is left out. A tuple compares much faster than the dataclass, which
+    matters with thousands of schedules.
+    """
+    return (
+        schedule.job,
+        schedule.kind,
+        schedule.expression,
+        schedule.tz,
+        schedule.start,
+        schedule.end,
+        schedule.paused,
+        schedule.updated_at,
+    )
 
 
 def timer_for(job: Job, schedule: RuntimeSchedule) -> Timer:
@@ -72,7 +94,7 @@ def timer_for(job: Job, schedule: RuntimeSchedule) -> Timer:
         end=schedule.end,
         run_on_startup=False,
     )
-    return Timer(schedule.replace(high_water=None), derived)
+    return Timer(schedule, derived, fingerprint(schedule))
 
 
 class RuntimeTimers:
@@ -140,9 +162,13 @@ class RuntimeTimers:
 
     async def _poll(self, notified: bool) -> None:
         # Real time, not the engine's clock: this bounds how late a change made by another
-        # process is seen, and a fake clock in tests must not be woken every second.
+        # process is seen, and a fake clock in tests must not be woken every second. Reads
+        # keep a fixed cadence (the time a read takes is not added to the wait).
+        loop = asyncio.get_running_loop()
+        next_read = loop.time()
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            next_read = max(next_read + POLL_INTERVAL, loop.time())
+            await asyncio.sleep(next_read - loop.time())
             try:
                 await self.refresh()
             except Exception as exc:
@@ -216,7 +242,7 @@ class RuntimeTimers:
         fresh: list[tuple[Timer, datetime]] = []
         for key, schedule in wanted.items():
             current = self.timers.get(key)
-            if current is not None and current.schedule == schedule.replace(high_water=None):
+            if current is not None and current.fingerprint == fingerprint(schedule):
                 continue
             try:
                 timer = timer_for(engine.jobs[schedule.job], schedule)
