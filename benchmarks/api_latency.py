@@ -27,6 +27,8 @@ What it does:
    whole body.
 5. Prints p50, p90, p99 and max for each endpoint, and the throughput; ``--json`` also
    writes them to a file.
+6. With ``--floor``, measures the same way a bare uvicorn app that returns bodies of the same
+   sizes from memory: what this machine allows at best (the rest is cronhub's own cost).
 
 The database is kept in ``--workdir`` (default ``benchmarks/results/api_latency``) and reused
 when it already has the asked-for size, so re-runs skip the load.
@@ -279,6 +281,50 @@ def load_main(args: argparse.Namespace) -> None:
 # -- the run -------------------------------------------------------------------------------------
 
 
+def floor_main(port: int, sizes: dict[str, int]) -> None:
+    """Serve bodies of the given sizes (by path) from memory: the floor of the measurement."""
+    import uvicorn
+
+    bodies = {path: b"x" * size for path, size in sizes.items()}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = bodies.get(scope["path"], b"{}")
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def measure_floor(results: dict[str, Any], run_paths: list[str], args: argparse.Namespace) -> None:
+    """Run every phase against a bare app serving bodies of the measured sizes."""
+    sizes = {
+        "/floor/jobs-gzip": results["GET /api/jobs (gzip)"]["body_bytes"],
+        "/floor/jobs": results["GET /api/jobs (identity)"]["body_bytes"],
+        "/floor/runs": results["GET /api/runs (filtered)"]["body_bytes"],
+    }
+    port = free_port()
+    command = [sys.executable, __file__, "--floor-server", str(port), "--paths", json.dumps(sizes)]
+    server = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, path="/floor/runs")
+        for (name, _, _), path in zip(phases(run_paths), sizes, strict=True):
+            print(f"floor of {name}: {args.concurrency} connections, {args.duration:g} s")
+            results[f"floor: {name}"] = run_load(url, [path], args.concurrency, args.duration)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def phases(run_paths: list[str]) -> list[tuple[str, list[str], str]]:
     """(name, paths, Accept-Encoding) of each measured phase."""
     return [
@@ -294,15 +340,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+def wait_healthy(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 300, path: str = "/healthz"
+) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"cronhub serve exited with {process.returncode}")
+            raise SystemExit(f"the server exited with {process.returncode}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -335,6 +383,8 @@ def main() -> None:
     parser.add_argument("--scheduler", action="store_true", help="run the scheduler in serve")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--floor", action="store_true", help="also measure a bare uvicorn app")
+    parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
@@ -342,6 +392,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.load:
         load_main(args)
+        return
+    if args.floor_server:
+        floor_main(args.floor_server, json.loads(args.paths))
         return
 
     workdir: Path = args.workdir
@@ -403,6 +456,8 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+    if args.floor:
+        measure_floor(results, run_paths, args)
 
     print()
     print(
@@ -410,12 +465,15 @@ def main() -> None:
         f"second process; scheduler {'on' if args.scheduler else 'off'}; {os.cpu_count()} CPUs"
     )
     print(f"cold GET /api/jobs (builds the job-object cache): {results['cold_jobs_ms']:.0f} ms")
-    header = f"{'endpoint':30} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    header = f"{'endpoint':37} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     print(header + "  body")
-    for name, _, _ in phases([]):
+    names = [name for name, _, _ in phases([])]
+    if args.floor:
+        names += [f"floor: {name}" for name in names]
+    for name in names:
         r = results[name]
         print(
-            f"{name:30} {r['rps']:7.1f} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} "
+            f"{name:37} {r['rps']:7.1f} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} "
             f"{r['p99_ms']:7.2f} {r['max_ms']:7.1f}  {r['body_bytes'] / 1e3:,.0f} kB"
             + (f"   ({r['errors']} errors)" if r["errors"] else "")
         )
