@@ -56,7 +56,8 @@ def test_hookspec_is_fully_typed(name):
         assert param.annotation is not inspect.Parameter.empty, f"{name}({param.name})"
 
 
-NOT_YET_USED = {"cronhub_web_routes": "the ASGI app that calls it is not built yet"}
+#: Hooks that nothing calls yet, with the reason (their "has a test" check is an expected failure).
+NOT_YET_USED: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
