@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import socket
 import statistics
 import sys
@@ -139,28 +141,52 @@ class Server:
         self.thread.join(timeout=30)
 
 
+def process_cpu() -> float:
+    """CPU seconds used by this process so far (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(url: str, pages: list[str], repeats: int) -> dict[str, list[dict[str, Any]]]:
     """Load each page ``repeats`` times (after one warm-up) in fresh contexts."""
     from playwright.sync_api import sync_playwright
 
     samples: dict[str, list[dict[str, Any]]] = {page: [] for page in pages}
-    with sync_playwright() as playwright:
+    # One client for every request: making one (and its TLS context) costs more CPU than
+    # the server spends on a small page.
+    client = httpx.Client(headers={"Accept": "text/html"}, timeout=120)
+    with client, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for path in pages:
             for attempt in range(repeats + 1):
                 # The same page over plain HTTP first: the server's share, without a browser.
-                started = time.perf_counter()
-                response = httpx.get(url + path, headers={"Accept": "text/html"}, timeout=120)
+                started, cpu = time.perf_counter(), process_cpu()
+                response = client.get(url + path)
                 response.raise_for_status()
                 server_ms = (time.perf_counter() - started) * 1000
+                # CPU of this process (the server's thread, and the client's small share):
+                # unlike wall time, hardly affected by other work on the machine.
+                cpu_ms = (process_cpu() - cpu) * 1000
                 context = browser.new_context(viewport={"width": 1360, "height": 860})
                 page = context.new_page()
+                # The renderer's own accounting of its main thread (Chrome DevTools Protocol).
+                devtools = context.new_cdp_session(page)
+                devtools.send("Performance.enable", {"timeDomain": "threadTicks"})
                 page.goto(url + path, wait_until="load", timeout=120_000)
                 page.wait_for_function(
                     "() => performance.getEntriesByName('first-contentful-paint').length > 0"
                 )
                 sample = page.evaluate(MEASURE)
+                metrics = {
+                    m["name"]: m["value"]
+                    for m in devtools.send("Performance.getMetrics")["metrics"]
+                }
+                sample["style_layout"] = (
+                    metrics["RecalcStyleDuration"] + metrics["LayoutDuration"]
+                ) * 1000
+                sample["script"] = metrics["ScriptDuration"] * 1000
                 sample["server"] = server_ms
+                sample["server_cpu"] = cpu_ms
                 context.close()
                 if attempt:  # the first load warms the server's caches and the OS
                     samples[path].append(sample)
@@ -170,13 +196,15 @@ def measure(url: str, pages: list[str], repeats: int) -> dict[str, list[dict[str
 
 def report(samples: dict[str, list[dict[str, Any]]], jobs: int, runs: int) -> str:
     """Medians (and the worst load) as a Markdown table, in milliseconds."""
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         f"Dashboard pages, {jobs:,} jobs with {runs} runs each (SQLite), cold browser cache; "
-        "milliseconds from navigation start, median of the loads (worst in brackets).",
+        "milliseconds (browser columns from navigation start), median of the loads (worst in "
+        f"brackets); {os.cpu_count()} CPUs, load average {load} at the end.",
         "",
-        "| page | rows | HTML KiB | server (HTTP GET) | first byte | HTML done "
-        "| first contentful paint | DOMContentLoaded | load |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| page | rows | HTML KiB | server CPU | server (HTTP GET) | first byte | HTML done "
+        "| first contentful paint | DOMContentLoaded | load | style + layout | script |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for path, loads in samples.items():
 
@@ -186,10 +214,11 @@ def report(samples: dict[str, list[dict[str, Any]]], jobs: int, runs: int) -> st
 
         size = statistics.median(load["html_bytes"] for load in loads) / 1024
         lines.append(
-            f"| `{path}` | {loads[0]['rows']} | {size:.0f} | {cell('server')} | {cell('ttfb')} "
+            f"| `{path}` | {loads[0]['rows']} | {size:.0f} | {cell('server_cpu')} "
+            f"| {cell('server')} | {cell('ttfb')} "
             f"| {cell('html')} "
             f"| {cell('first_contentful_paint')} | {cell('dom_content_loaded')} "
-            f"| {cell('load')} |"
+            f"| {cell('load')} | {cell('style_layout')} | {cell('script')} |"
         )
     return "\n".join(lines)
 
