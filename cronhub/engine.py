@@ -72,6 +72,7 @@ class Engine:
         self.reaper_interval = float(settings.get("reaper_interval"))
         self.shutdown_grace = float(settings.get("shutdown_grace"))
         self.retention = timedelta(days=float(settings.get("retention_days")))
+        self._reaper_step = timedelta(seconds=self.reaper_interval)
         self.jobs: dict[str, Job] = {}
         self.executors: dict[str, Executor] = {}
         self.lock: Lock | None = None
@@ -410,6 +411,8 @@ class Engine:
             for result in results:
                 if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
                     self.runs.launch(result.run)
+                    # The reaper's rounds again (they rest while nothing is active, above).
+                    self._schedule_housekeeping(self.clock.now() + self._reaper_step)
                 elif result.outcome is ClaimOutcome.RECORDED and result.run is not None:
                     if result.run.status is RunStatus.QUEUED:
                         self._schedule_housekeeping(self.clock.now())
@@ -485,7 +488,8 @@ class Engine:
             self._wake()
 
     async def _housekeeping(self, now: datetime) -> None:
-        self._next_housekeeping = now + timedelta(seconds=self.reaper_interval)
+        cadence = now + timedelta(seconds=self.reaper_interval)
+        self._next_housekeeping = cadence
         storage = self.hub.storage
         await self.runs.reap(now)
         try:
@@ -521,6 +525,21 @@ class Engine:
             removed = await self.io_retry("purge", storage.purge, older_than=now - self.retention)
             if removed:
                 log.info("retention: removed %d run(s) older than %s", removed, self.retention)
+        if self._next_housekeeping == cadence and getattr(storage, "process_local", False):
+            await self._rest_if_idle(cadence)
+
+    async def _rest_if_idle(self, cadence: datetime) -> None:
+        """With process-local storage and no run queued or running, skip the reaper's rounds.
+
+        Nothing outside this process writes such storage, so with no active run anywhere the
+        reaper has nothing to find until a run starts (a claim brings the rounds back): an
+        idle scheduler then wakes only for its next slot, or the hourly retention purge.
+        """
+        if not self.runs.idle or self._next_purge is None:
+            return
+        active = await self.io_retry("active runs", self.hub.storage.active_runs)
+        if not active and self._next_housekeeping == cadence:
+            self._next_housekeeping = max(cadence, self._next_purge)
 
     async def _orphans(self) -> list[Run]:
         """Runs storage holds as ``running`` under this instance that it never started."""
