@@ -31,6 +31,8 @@ class Cell:
     subject: str
     ok: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: Its first run took longer than the repeat limit, so it ran once.
+    single: bool = False
 
     def values(self, key: str) -> list[float]:
         """The numeric values of ``key`` over the successful repeats."""
@@ -63,6 +65,7 @@ def collect(data: dict[str, Any]) -> dict[str, dict[str, Cell]]:
         )
         if record["status"] == "ok":
             cell.ok.append(record["result"])
+            cell.single = cell.single or bool(record.get("not_repeated"))
         else:
             cell.failures.append(record)
     return cells
@@ -86,6 +89,8 @@ def figure(cell: Cell, metric: suite.Metric) -> str:
     text = number(median, metric.digits)
     if len(cell.values(metric.key)) > 1 and (low != high):
         text += f" ({number(low, metric.digits)}{DASH}{number(high, metric.digits)})"
+    if cell.single:
+        text += " \u2020"  # a dagger: one run only (see the note under the table)
     return text
 
 
@@ -150,6 +155,11 @@ def workload_table(name: str, cells: dict[str, Cell], params: dict[str, Any]) ->
         row = [figure(cell, m) for m in workload.metrics]
         lines.append(f"| {name_text} | " + " | ".join(row) + f" | {ratio_text} |")
     notes = _cell_notes(name, cells)
+    if any(c.single for c in cells.values()):
+        notes.append(
+            "- \u2020 One run only: it took longer than the repeat limit "
+            f"({suite.REPEAT_LIMIT:g} s by default), so it was not repeated."
+        )
     if notes:
         lines += ["", *notes]
     return lines

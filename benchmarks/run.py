@@ -75,6 +75,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds each")
+    parser.add_argument(
+        "--repeat-limit",
+        type=float,
+        default=suite.REPEAT_LIMIT,
+        help="in W2 and W3, a run longer than this many seconds is not repeated "
+        f"(default {suite.REPEAT_LIMIT:g})",
+    )
     for workload, sizes in suite.FULL_SIZES.items():
         for key, value in sizes.items():
             kind = str if isinstance(value, list) else type(value)
@@ -255,7 +262,10 @@ def _describe(record: dict[str, Any]) -> str:
 
 
 def run_jobs(
-    batches: list[list[Job]], interpreters: dict[str, Path], log: list[dict[str, Any]]
+    batches: list[list[Job]],
+    interpreters: dict[str, Path],
+    log: list[dict[str, Any]],
+    repeat_limit: float = suite.REPEAT_LIMIT,
 ) -> None:
     """Run each batch (one process, or several at once for idle workloads) and log records."""
     given_up: set[tuple[str, str]] = set()
@@ -277,6 +287,9 @@ def run_jobs(
                 done += 1
                 if record["status"] in ("timeout", "error", "unsupported"):
                     given_up.add((job.subject.name, job.workload))
+                elif job.workload in suite.SIZE_BOUND and record["seconds"] > repeat_limit:
+                    given_up.add((job.subject.name, job.workload))
+                    record["not_repeated"] = True
                 print(
                     f"[{done}/{total}] {job.workload} {job.subject.name} #{job.repeat + 1}: "
                     f"{_describe(record)} ({record['seconds']:.1f} s)",
@@ -454,7 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     t0 = time.time()
     try:
-        run_jobs(plan(workloads, subjects, params, repeats), interpreters, data["records"])
+        run_jobs(
+            plan(workloads, subjects, params, repeats),
+            interpreters,
+            data["records"],
+            args.repeat_limit,
+        )
         if "W6" in workloads:
             run_w6(params["W6"], repeats, data["records"])
     finally:

@@ -20,6 +20,7 @@ from typing import Any
 from _common import (
     LoopCounter,
     Progress,
+    cpu_seconds,
     idle_crons,
     idle_measure_end,
     idle_measure_start,
@@ -143,7 +144,7 @@ def w2(p: dict[str, Any]) -> dict[str, Any]:
 def w3(p: dict[str, Any]) -> dict[str, Any]:
     """``jobs`` cron jobs: time to add and start; RSS bytes per job."""
     exprs = varied_crons(int(p["jobs"]))
-    progress = Progress(10_000)
+    progress = Progress(1000)
 
     async def go(folder: str) -> dict[str, Any]:
         scheduler = _scheduler(p, folder)
@@ -156,7 +157,7 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
             progress.tick()
 
         store.add_job = counted
-        rss0, t0 = rss_bytes(), time.perf_counter()
+        rss0, t0, cpu0 = rss_bytes(), time.perf_counter(), cpu_seconds()
         for i, expr in enumerate(exprs):
             trigger = CronTrigger.from_crontab(expr, timezone="UTC")
             scheduler.add_job(_ref(_noop), trigger, id=f"c{i}")
@@ -164,7 +165,12 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         per_job = (rss_bytes() - rss0) / len(exprs)
         scheduler.shutdown(wait=False)
-        return {"seconds": seconds, "bytes_per_job": per_job, "jobs": len(exprs)}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu_seconds() - cpu0,
+            "bytes_per_job": per_job,
+            "jobs": len(exprs),
+        }
 
     with tempfile.TemporaryDirectory() as folder:
         return asyncio.run(go(folder))

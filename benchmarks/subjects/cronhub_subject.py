@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from _common import (
     LoopCounter,
     Progress,
+    cpu_seconds,
     idle_crons,
     idle_measure_end,
     idle_measure_start,
@@ -141,7 +142,7 @@ def w2(p: dict[str, Any]) -> dict[str, Any]:
 def w3(p: dict[str, Any]) -> dict[str, Any]:
     """``jobs`` cron jobs: time to define, register and start; RSS bytes per job."""
     exprs = varied_crons(int(p["jobs"]))
-    progress = Progress(10_000)
+    progress = Progress(1000)
 
     async def body() -> None:
         return None
@@ -149,7 +150,7 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
     async def go(folder: str) -> dict[str, Any]:
         hub = _hub(p, folder)
         _ = hub.plugin_manager, hub.settings  # plugin loading is not a per-job cost
-        rss0, t0 = rss_bytes(), time.perf_counter()
+        rss0, t0, cpu0 = rss_bytes(), time.perf_counter(), cpu_seconds()
         for i, expr in enumerate(exprs):
             hub.add_job(make_job(body, name=f"c{i}", cron=expr, executor="async"))
             progress.tick()
@@ -159,7 +160,12 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
         per_job = (rss_bytes() - rss0) / len(exprs)
         await engine.stop()
         hub.close()
-        return {"seconds": seconds, "bytes_per_job": per_job, "jobs": len(exprs)}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu_seconds() - cpu0,
+            "bytes_per_job": per_job,
+            "jobs": len(exprs),
+        }
 
     with tempfile.TemporaryDirectory() as folder:
         return asyncio.run(go(folder))

@@ -25,6 +25,7 @@ from typing import Any
 
 from _common import (
     Progress,
+    cpu_seconds,
     idle_crons,
     idle_measure_end,
     idle_measure_start,
@@ -147,14 +148,19 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
     progress = Progress(1000)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         scheduler = _scheduler(p, folder)
-        rss0, t0 = rss_bytes(), time.perf_counter()
+        rss0, t0, cpu0 = rss_bytes(), time.perf_counter(), cpu_seconds()
         for expr in exprs:
             scheduler.cron(expr).do(_noop)
             progress.tick()
         scheduler.start()
         seconds = time.perf_counter() - t0
         per_job = (rss_bytes() - rss0) / len(exprs)
-        return {"seconds": seconds, "bytes_per_job": per_job, "jobs": len(exprs)}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu_seconds() - cpu0,
+            "bytes_per_job": per_job,
+            "jobs": len(exprs),
+        }
 
 
 def w4(p: dict[str, Any]) -> dict[str, Any]:

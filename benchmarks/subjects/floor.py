@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from _common import (
     LoopCounter,
+    cpu_seconds,
     idle_crons,
     idle_measure_end,
     idle_measure_start,
@@ -102,13 +103,18 @@ def w3(p: dict[str, Any]) -> dict[str, Any]:
     exprs = varied_crons(int(p["jobs"]))
 
     async def go() -> dict[str, Any]:
-        rss0, t0 = rss_bytes(), time.perf_counter()
+        rss0, t0, cpu0 = rss_bytes(), time.perf_counter(), cpu_seconds()
         handles = _arm(asyncio.get_running_loop(), exprs)
         seconds = time.perf_counter() - t0
         per_job = (rss_bytes() - rss0) / len(exprs)
         for h in handles:
             h.cancel()
-        return {"seconds": seconds, "bytes_per_job": per_job, "jobs": len(exprs)}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu_seconds() - cpu0,
+            "bytes_per_job": per_job,
+            "jobs": len(exprs),
+        }
 
     return asyncio.run(go())
 
