@@ -454,6 +454,32 @@ def test_recent_runs_of_a_storage_without_the_method():
     assert [len(runs) for runs in expected.values()] == [3, 3, 0]
 
 
+def test_the_stats_and_marks_read_index_ranges_on_sqlite(tmp_path):
+    """The queries behind every jobs page load: no scan of the whole history."""
+    import sqlalchemy as sa
+
+    hub = make_hub(tmp_path)
+    storage = hub.storage
+    statements: list[tuple[str, object]] = []
+    sa.event.listen(
+        storage._engine,
+        "before_cursor_execute",
+        lambda conn, cursor, sql, params, context, many: statements.append((sql, params)),
+    )
+    storage.count_runs(finished_after=datetime.now(UTC) - timedelta(hours=1))
+    storage.recent_runs(["reports.hello", "billing.invoices"], per_job=10)
+    plans = []
+    with storage._engine.connect() as conn:
+        for sql, params in statements:
+            if sql.lstrip().upper().startswith("SELECT"):
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()
+                plans.append(" / ".join(row[3] for row in rows))
+    assert len(plans) == 2, plans
+    assert all("SCAN cronhub_runs" not in plan for plan in plans), plans
+    assert "USING INDEX ix_cronhub_runs_finished_at" in plans[0]
+    assert plans[1].count("USING INDEX ix_cronhub_runs_job_id") == 2
+
+
 def test_urls_follow_the_mount_prefix(tmp_path):
     hub = make_hub(tmp_path)
     parent = Starlette(routes=[Mount("/cronhub", app=hub.asgi())], lifespan=hub.lifespan)

@@ -311,14 +311,21 @@
     return found;
   }
 
+  // A row's status: an active run wins, else the newest run's status, else the job's.
   function jobState(job, container) {
     if (job.paused) return "paused";
-    var marks = container ? container.querySelectorAll(".mark") : [];
+    var marks = container ? container.querySelectorAll("a.mark") : [];
+    var newest = null;
     for (var i = 0; i < marks.length; i++) {
       if (marks[i].classList.contains("s-running")) return "running";
+      if (marks[i].classList.contains("s-queued")) return "queued";
+      if (!newest || Number(marks[i].getAttribute("data-run")) > Number(newest.getAttribute("data-run"))) {
+        newest = marks[i];
+      }
     }
-    for (var j = 0; j < marks.length; j++) {
-      if (marks[j].classList.contains("s-queued")) return "queued";
+    if (newest && !job.last_status) {
+      var found = /\bs-(\w+)/.exec(newest.className);
+      if (found) return found[1];
     }
     return job.last_status || "never";
   }
@@ -392,20 +399,29 @@
     var marks = row.querySelector("[data-role=marks]");
     if (!marks) return;
     marks.removeAttribute("title");
-    var existing = rowOf(".mark", "data-run", run.id);
-    if (existing && marks.contains(existing)) {
+    var existing = marks.querySelector('a.mark[data-run="' + Number(run.id) + '"]');
+    if (existing) {
       existing.replaceWith(markEl(run));
       return;
     }
     var mark = markEl(run);
     mark.classList.add("is-new");
     setTimeout(function () { mark.classList.remove("is-new"); }, 2000);
-    marks.appendChild(mark);
+    // In id order (events of different runs may arrive out of order), newest on the right.
+    var after = null;
+    var shown = marks.querySelectorAll("a.mark");
+    for (var i = 0; i < shown.length; i++) {
+      if (Number(shown[i].getAttribute("data-run")) > run.id) {
+        after = shown[i];
+        break;
+      }
+    }
+    marks.insertBefore(mark, after);
     // Ten slots: a new run takes an empty one, or pushes the oldest out.
     var empty = marks.querySelector(".mark-empty");
     if (empty) empty.remove();
     var all = marks.querySelectorAll(".mark");
-    for (var i = 0; i < all.length - MARKS; i++) all[i].remove();
+    for (var j = 0; j < all.length - MARKS; j++) all[j].remove();
   }
 
   function onJobsPageRun(run) {
@@ -414,7 +430,7 @@
     updateMarks(row, run);
     var state = row.querySelector("[data-role=state]");
     var paused = row.classList.contains("is-paused");
-    var status = paused ? "paused" : jobState({ paused: false, last_status: run.status }, row);
+    var status = paused ? "paused" : jobState({ paused: false }, row);
     if (state) {
       state.textContent = words(status);
       setStatusClass(state, status);
