@@ -326,8 +326,7 @@ def test_pause_resume_and_run_now_notify_other_instances(postgres_database):  # 
     a, b = open_storage(postgres_database), open_storage(postgres_database)
     events: queue.Queue[dict] = queue.Queue()
     try:
-        b.subscribe(events.put)
-        time.sleep(0.5)  # let the listener connect
+        subscribe_when_live(b, events)
         a.set_paused("nightly", True, now=T0)
         assert events.get(timeout=5) == {"event": "job.paused", "job": "nightly", "local": False}
         a.set_paused("nightly", False, now=T0)
@@ -350,9 +349,8 @@ def test_runs_starting_and_ending_are_notified_with_their_ids(postgres_database)
     seen_by_a: queue.Queue[dict] = queue.Queue()
     seen_by_b: queue.Queue[dict] = queue.Queue()
     try:
-        a.subscribe(seen_by_a.put)
-        b.subscribe(seen_by_b.put)
-        time.sleep(0.5)  # let the listeners connect
+        subscribe_when_live(a, seen_by_a)
+        subscribe_when_live(b, seen_by_b)
         slot = a.database_now().replace(microsecond=0) - timedelta(seconds=2)
         [first, second] = a.claim(
             [ClaimRequest("x", slot), ClaimRequest("y", slot)], instance="a", now=T0, lease_ttl=30
@@ -387,6 +385,32 @@ def test_runs_starting_and_ending_are_notified_with_their_ids(postgres_database)
         b.close()
 
 
+def test_a_batch_of_outcomes_is_one_notification(postgres_database):  # noqa: F811
+    # finish_many of 50 runs: one run.finished with every id, not one notification per run
+    # (a busy instance writes hundreds of outcomes a second).
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    seen: queue.Queue[dict] = queue.Queue()
+    try:
+        subscribe_when_live(b, seen)
+        slot = a.database_now().replace(microsecond=0) - timedelta(seconds=2)
+        results = a.claim(
+            [ClaimRequest(f"job{n:02d}", slot) for n in range(50)],
+            instance="a",
+            now=T0,
+            lease_ttl=30,
+        )
+        ids = [r.run.id for r in results]
+        assert seen.get(timeout=5) == {"event": "run.started", "runs": ids, "local": False}
+        done = Completion(RunStatus.SUCCEEDED, a.database_now())
+        assert a.finish_many([(i, done) for i in ids], instance="a") == [True] * 50
+        assert seen.get(timeout=5) == {"event": "run.finished", "runs": ids, "local": False}
+        a.set_paused("job00", True, now=T0)  # a later event: nothing else came in between
+        assert seen.get(timeout=5)["event"] == "job.paused"
+    finally:
+        a.close()
+        b.close()
+
+
 def test_instances_register_heartbeat_and_leave(postgres_database):  # noqa: F811
     a, b = open_storage(postgres_database), open_storage(postgres_database)
     try:
@@ -414,14 +438,36 @@ def test_instances_register_heartbeat_and_leave(postgres_database):  # noqa: F81
 # -- lost connections ----------------------------------------------------------------------------
 
 
+PROBE = "listening-probe"
+
+
+def subscribe_when_live(storage: PostgresStorage, events: queue.Queue[dict]) -> None:
+    """Subscribe ``events.put``; return once the listener (it connects in the background)
+    hears this storage's own notifications. The probes themselves are not put."""
+    heard = threading.Event()
+
+    def on_event(event: dict) -> None:
+        if event.get("job") == PROBE:
+            heard.set()
+        else:
+            events.put(event)
+
+    storage.subscribe(on_event)
+    deadline = time.monotonic() + 20
+    while not heard.is_set():
+        assert time.monotonic() < deadline, "the listener never heard its own notification"
+        storage.set_paused(PROBE, False, now=T0)
+        heard.wait(0.5)
+
+
 def test_killed_connections_are_replaced_and_the_listener_reconnects(postgres_database):  # noqa: F811
     storage = open_storage(postgres_database)
     events: queue.Queue[dict] = queue.Queue()
     try:
-        storage.subscribe(events.put)
+        subscribe_when_live(storage, events)
         slot = storage.database_now().replace(microsecond=0) - timedelta(seconds=2)
         storage.claim([ClaimRequest("a", slot)], instance="i1", now=T0, lease_ttl=30)
-        time.sleep(0.5)
+        assert events.get(timeout=10)["event"] == "run.started"
         name = make_url(postgres_database).database
         with admin(server_url()) as conn:
             killed = conn.execute(
@@ -435,7 +481,6 @@ def test_killed_connections_are_replaced_and_the_listener_reconnects(postgres_da
         )
         assert again.outcome is ClaimOutcome.RECORDED
         assert again.run is not None and again.run.status is RunStatus.SKIPPED
-        assert events.get(timeout=10)["event"] == "run.started"  # the first claim
         assert events.get(timeout=10) == {"event": "reconnected"}
         storage.set_paused("a", True, now=T0)
         assert events.get(timeout=5) == {"event": "job.paused", "job": "a", "local": True}

@@ -55,6 +55,8 @@ T = TypeVar("T")
 CHANNEL = "cronhub"
 #: Most run ids in one notification (a payload must stay under PostgreSQL's 8000 bytes).
 IDS_PER_NOTIFY = 400
+#: Key in a connection's ``info`` of the run events gathered in its current transaction.
+_PENDING_RUNS = "cronhub.pending_run_events"
 
 #: Query parameters a ``postgresql://`` URL may carry for cronhub itself.
 URL_OPTIONS = ("retention_days", "db_clock", "pool_size", "max_overflow")
@@ -283,7 +285,10 @@ class PostgresStorage(SqlStorage):
         while True:
             try:
                 with engine.connect() as conn, conn.begin():
-                    return fn(conn)
+                    conn.info[_PENDING_RUNS] = {}
+                    result = fn(conn)
+                    self._flush_run_events(conn)
+                    return result
             except sa.exc.DBAPIError as exc:
                 waited = time.monotonic() - started
                 if self._is_connection_error(exc):
@@ -506,7 +511,24 @@ class PostgresStorage(SqlStorage):
         )
 
     def _notify_runs(self, conn: Connection, event: str, ids: list[int]) -> None:
-        """Notify ``event`` for these run ids (a few notifications for very many)."""
+        """Notify ``event`` for these run ids when the transaction ends.
+
+        Ids are gathered per transaction and sent by :meth:`_flush_run_events`, so that a
+        batch of outcomes (``finish_many``) costs a notification, not one per run.
+        """
+        pending: dict[str, list[int]] | None = conn.info.get(_PENDING_RUNS)
+        if pending is None:  # outside :meth:`_run`: send now
+            self._send_run_events(conn, event, ids)
+        elif ids:
+            pending.setdefault(event, []).extend(ids)
+
+    def _flush_run_events(self, conn: Connection) -> None:
+        """Send the run events gathered in this transaction, in the order they first arose."""
+        pending: dict[str, list[int]] = conn.info.pop(_PENDING_RUNS, None) or {}
+        for event, ids in pending.items():
+            self._send_run_events(conn, event, ids)
+
+    def _send_run_events(self, conn: Connection, event: str, ids: list[int]) -> None:
         for start in range(0, len(ids), IDS_PER_NOTIFY):
             self._notify(conn, {"event": event, "runs": ids[start : start + IDS_PER_NOTIFY]})
 
