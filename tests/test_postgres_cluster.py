@@ -1,16 +1,24 @@
 """Several real scheduler processes on one PostgreSQL database.
 
-- 4 workers x 200 jobs every second x 60 s: every slot exactly once (0 duplicates, 0 missed);
-  the claim lag (``started_at - scheduled_for``, both by database time) is reported, not
-  asserted: this machine is shared and small. A negative control with the exactly-once
-  protection removed shows the harness does detect duplicates.
+- 4 workers x 200 jobs every second x 60 s: 12,000 slots, each with exactly one row (0
+  duplicates, 0 missed), each job body run at most once per slot, and exactly once for every
+  slot recorded ``succeeded``. The jobs keep the default ``overlap="skip"``: a slot whose
+  previous run has not recorded its end yet when it is claimed (a second later, which happens
+  when this shared 2-core machine is busy) is recorded ``skipped``, which the report counts.
+  The claim lag (``started_at - scheduled_for``, both by database time) is reported, not
+  asserted: here it ranges from a p99 of about 40 ms (quiet machine) to seconds (other test
+  suites running at the same time), so the 100 ms target is the benchmark's business
+  (``benchmarks/postgres_instances.py``). The workers run until every slot of the window has
+  a finished run. A negative control with the exactly-once protection removed shows the
+  harness does detect duplicates.
 - ``kill -9`` of the instance running a job: its run is reaped as ``crashed`` within the lease
   and retried once, on the survivor.
 - One instance's clock 1 s fast: no run starts before its slot by database time.
 
 The workers are this file run as a script (``python test_postgres_cluster.py worker ...``):
-a ``Hub`` with N ``every=1`` jobs, its clock shifted by ``CRONHUB_TEST_CLOCK_SHIFT`` seconds.
-``CRONHUB_CLUSTER_SECONDS`` shortens (or lengthens) the load test (default 60).
+a ``Hub`` with N ``every=1`` jobs, its clock shifted by ``CRONHUB_TEST_CLOCK_SHIFT`` seconds;
+each job body appends a line to a shared log (``O_APPEND``), so executions are counted too.
+``CRONHUB_CLUSTER_SECONDS`` shortens (or lengthens) the load test's window (default 60).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -55,7 +64,7 @@ class ShiftedClock:
 
 
 def worker_main(argv: list[str]) -> None:
-    """``worker URL INSTANCE SECONDS JOBS KIND``: run a scheduler, print ``ready``, then stop."""
+    """``worker URL INSTANCE SECONDS JOBS KIND LOG``: run a scheduler, print ``ready``, stop."""
     import logging
 
     import cronhub_storage_postgres.storage as pg
@@ -65,6 +74,7 @@ def worker_main(argv: list[str]) -> None:
     from cronhub.hub import Hub
 
     url, instance, seconds, count, kind = argv[0], argv[1], float(argv[2]), int(argv[3]), argv[4]
+    log_path = argv[5]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     shift = float(os.environ.get("CRONHUB_TEST_CLOCK_SHIFT", "0"))
     if shift:
@@ -89,20 +99,31 @@ def worker_main(argv: list[str]) -> None:
         async def slow() -> None:
             await asyncio.sleep(30)
     else:
+
+        async def tick(ctx: Any) -> None:
+            line = f"{ctx.run.job} {ctx.scheduled_for.isoformat()} {ctx.attempt} {instance}\n"
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+
         for n in range(count):
-
-            async def noop() -> None:
-                return None
-
-            hub.job(name=f"j{n:03d}", every=1)(noop)
+            hub.job(tick, name=f"j{n:03d}", every=1, executor="async")
 
     async def main() -> None:
         engine = Engine(hub)
         await engine.start()
         offset = getattr(hub.storage, "clock_offset", None)
         print(json.dumps({"ready": instance, "pid": os.getpid(), "offset": offset}), flush=True)
+        # Run for ``seconds``, or until the test creates the stop file (if it named one).
+        stop_file = os.environ.get("CRONHUB_TEST_STOP_FILE")
+        deadline = time.monotonic() + seconds
         try:
-            await asyncio.sleep(seconds)
+            while time.monotonic() < deadline:
+                if stop_file and os.path.exists(stop_file):
+                    break
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         finally:
             await engine.stop(grace=1.0)
 
@@ -125,16 +146,36 @@ class Worker:
     """A worker process and what it printed."""
 
     def __init__(
-        self, url: str, instance: str, seconds: float, jobs: int, kind: str, env: dict[str, str]
+        self,
+        url: str,
+        instance: str,
+        seconds: float,
+        jobs: int,
+        kind: str,
+        env: dict[str, str],
+        log: Path | None = None,
     ) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CRONHUB_")}
         environ.update(env)
         environ["CRONHUB_DISABLE_PLUGINS"] = "acme"  # the demo jobs would add load
         self.instance = instance
+        # A file, not a pipe: a chatty worker must never block on a full stderr pipe.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read in finish()
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE), "worker", url, instance, str(seconds), str(jobs), kind],
+            [
+                sys.executable,
+                str(HERE),
+                "worker",
+                url,
+                instance,
+                str(seconds),
+                str(jobs),
+                kind,
+                str(log or os.devnull),
+            ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
             text=True,
             env=environ,
         )
@@ -154,11 +195,12 @@ class Worker:
 
     def finish(self, timeout: float) -> tuple[int, str]:
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
+            self.proc.communicate()
+        self._stderr.seek(0)
+        return self.proc.returncode, self._stderr.read()
 
 
 def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -186,110 +228,187 @@ def prepare(url: str) -> None:
 
 
 def run_cluster(
-    url: str, workers: int, seconds: float, jobs: int, env: dict[str, str] | None = None
+    url: str,
+    workers: int,
+    window: float,
+    jobs: int,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> tuple[datetime, datetime, list[str]]:
-    """Run ``workers`` processes for ``seconds``; the window all of them were up, and stderrs."""
-    procs = [Worker(url, f"w{i}", seconds, jobs, "load", env or {}) for i in range(workers)]
-    for proc in procs:
-        proc.wait_ready()
-    start = query(url, "SELECT clock_timestamp()")[0][0]
-    errors = []
-    for proc in procs:
-        code, err = proc.finish(seconds + 90)
-        assert code == 0, f"worker {proc.instance} exited {code}: {err[-3000:]}"
-        errors.append(err)
-    end = start + timedelta(seconds=seconds - 3)
-    return start + timedelta(seconds=2), end, errors
+    """Run ``workers`` processes until ``window`` seconds of slots passed with all of them up.
+
+    Returns the first and last slot of that window (whole seconds, database time) and the
+    workers' stderrs.
+    """
+    stop_file = log.with_suffix(".stop")
+    environ = {**(env or {}), "CRONHUB_TEST_STOP_FILE": str(stop_file)}
+    lifetime = window + 200  # a bound; the stop file ends them
+    procs = [Worker(url, f"w{i}", lifetime, jobs, "load", environ, log) for i in range(workers)]
+    try:
+        for proc in procs:
+            proc.wait_ready()
+        start = query(url, "SELECT clock_timestamp()")[0][0]
+        first = start.replace(microsecond=0) + timedelta(seconds=2)
+        last = first + timedelta(seconds=window - 1)
+        # Until the window is over and each of its slots has a finished run (or a generous
+        # bound passed: a loaded machine claims late, but it must not lose slots).
+        deadline = time.monotonic() + window + 150
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            for proc in procs:
+                assert proc.proc.poll() is None, (
+                    f"{proc.instance} died: {proc.finish(5)[1][-3000:]}"
+                )
+            [(now, done)] = query(
+                url,
+                "SELECT clock_timestamp(), count(*) FROM cronhub_runs WHERE scheduled_for >= %s"
+                " AND scheduled_for <= %s AND attempt = 1 AND status NOT IN ('running', 'queued')",
+                first,
+                last,
+            )
+            if now > last + timedelta(seconds=2) and done >= jobs * window:
+                break
+        stop_file.touch()
+        errors = []
+        for proc in procs:
+            code, err = proc.finish(90)
+            assert code == 0, f"worker {proc.instance} exited {code}: {err[-3000:]}"
+            errors.append(err)
+    finally:
+        stop_file.touch()
+        for proc in procs:
+            if proc.proc.poll() is None:
+                proc.proc.kill()
+                proc.finish(10)
+    return first, last, errors
 
 
-def slot_counts(url: str, start: datetime, end: datetime) -> Counter[tuple[str, datetime]]:
+def executions(log: Path) -> Counter[tuple[str, datetime]]:
+    """How many times each ``(job, slot)`` body ran (attempt 1), from the shared log."""
+    found: Counter[tuple[str, datetime]] = Counter()
+    for line in log.read_text().splitlines() if log.exists() else []:
+        job, slot, attempt, _ = line.split()
+        if attempt == "1":
+            found[(job, datetime.fromisoformat(slot))] += 1
+    return found
+
+
+def slot_counts(url: str, first: datetime, last: datetime) -> Counter[tuple[str, datetime]]:
+    """Rows per ``(job, slot)`` of attempt 1 with a slot in ``first..last``."""
     rows = query(
         url,
         "SELECT job, scheduled_for, count(*) FROM cronhub_runs"
-        " WHERE scheduled_for >= %s AND scheduled_for < %s AND attempt = 1"
+        " WHERE scheduled_for >= %s AND scheduled_for <= %s AND attempt = 1"
         " GROUP BY job, scheduled_for",
-        start,
-        end,
+        first,
+        last,
     )
     return Counter({(job, slot): n for job, slot, n in rows})
 
 
-def test_four_workers_run_every_slot_exactly_once(postgres_database, capsys):
+def test_four_workers_run_every_slot_exactly_once(postgres_database, tmp_path, capsys):
     jobs, workers = 200, 4
     prepare(postgres_database)
-    start, end, _ = run_cluster(postgres_database, workers, LOAD_SECONDS, jobs)
-    start = start.replace(microsecond=0) + timedelta(seconds=1)
-    end = end.replace(microsecond=0)
-    counts = slot_counts(postgres_database, start, end)
+    log = tmp_path / "executions.log"
+    first, last, errors = run_cluster(postgres_database, workers, LOAD_SECONDS, jobs, log)
+    counts = slot_counts(postgres_database, first, last)
+    ran = executions(log)
     expected = {
-        (f"j{n:03d}", start + timedelta(seconds=s))
+        (f"j{n:03d}", first + timedelta(seconds=s))
         for n in range(jobs)
-        for s in range(int((end - start).total_seconds()))
+        for s in range(int((last - first).total_seconds()) + 1)
     }
     duplicates = sum(1 for n in counts.values() if n > 1)
     missed = len(expected - set(counts))
+    ran_twice = sum(1 for key in expected if ran[key] > 1)
+    status_of = dict(
+        ((job, slot), status)
+        for job, slot, status in query(
+            postgres_database,
+            "SELECT job, scheduled_for, status FROM cronhub_runs"
+            " WHERE scheduled_for >= %s AND scheduled_for <= %s AND attempt = 1",
+            first,
+            last,
+        )
+    )
+    # A succeeded slot ran once; a skipped one never ran.
+    wrong_runs = [
+        (key, status_of.get(key), ran[key])
+        for key in expected
+        if ran[key] != (1 if status_of.get(key) == "succeeded" else 0)
+    ]
+    window = (
+        "scheduled_for >= %s AND scheduled_for <= %s AND attempt = 1",
+        first,
+        last,
+    )
     lags = sorted(
-        lag
+        float(lag)
         for (lag,) in query(
             postgres_database,
             "SELECT extract(epoch FROM started_at - scheduled_for) * 1000 FROM cronhub_runs"
-            " WHERE scheduled_for >= %s AND scheduled_for < %s AND started_at IS NOT NULL",
-            start,
-            end,
+            f" WHERE {window[0]} AND started_at IS NOT NULL",
+            *window[1:],
         )
     )
     statuses = dict(
         query(
             postgres_database,
-            "SELECT status, count(*) FROM cronhub_runs WHERE scheduled_for >= %s"
-            " AND scheduled_for < %s GROUP BY status",
-            start,
-            end,
+            f"SELECT status, count(*) FROM cronhub_runs WHERE {window[0]} GROUP BY status",
+            *window[1:],
         )
     )
     by_instance = dict(
         query(
             postgres_database,
-            "SELECT instance, count(*) FROM cronhub_runs WHERE scheduled_for >= %s"
-            " AND scheduled_for < %s GROUP BY instance",
-            start,
-            end,
+            f"SELECT instance, count(*) FROM cronhub_runs WHERE {window[0]} GROUP BY instance",
+            *window[1:],
         )
     )
-    p50, p99 = float(lags[len(lags) // 2]), float(lags[int(len(lags) * 0.99)])
-    report = (
-        f"\n[postgres cluster] {workers} workers x {jobs} jobs/s, {len(expected)} slots checked:"
-        f" {duplicates} duplicates, {missed} missed; statuses {statuses};"
+    p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+    show(
+        capsys,
+        f"\n[postgres cluster] {workers} workers x {jobs} jobs every second,"
+        f" {len(expected)} slots: {duplicates} duplicate rows, {missed} missed,"
+        f" {ran_twice} bodies run twice; statuses {statuses};"
         f" per instance {by_instance}; claim lag ms p50 {p50:.1f} p99 {p99:.1f}"
-        f" max {float(lags[-1]):.1f}"
+        f" max {lags[-1]:.1f}",
     )
-    show(capsys, report)
-    assert len(expected) >= jobs * (LOAD_SECONDS - 10)
+    assert len(expected) == jobs * int(LOAD_SECONDS)
     assert duplicates == 0
     assert missed == 0, sorted(expected - set(counts))[:10]
+    assert ran_twice == 0
+    assert wrong_runs == [], wrong_runs[:10]
+    assert set(statuses) <= {"succeeded", "skipped"}, statuses
+    assert statuses.get("succeeded", 0) > 0
     if LOAD_SECONDS >= 30:
         # A claim batch locks all its jobs, so one worker tends to win a whole second; over a
         # minute the slots still spread across instances.
         assert len(by_instance) >= 2, by_instance
+    for err in errors:
+        assert "Traceback" not in err, err[-3000:]
 
 
 def test_the_harness_detects_duplicates_without_the_exactly_once_protection(
-    postgres_database, capsys
+    postgres_database, tmp_path, capsys
 ):
     # The negative control: same harness, unique index dropped, claims unguarded.
     prepare(postgres_database)
     query(postgres_database, "DROP INDEX uq_cronhub_runs_slot")
-    start, end, _ = run_cluster(
-        postgres_database, 2, 8, 20, env={"CRONHUB_TEST_NO_EXACTLY_ONCE": "1"}
+    log = tmp_path / "executions.log"
+    first, last, _ = run_cluster(
+        postgres_database, 2, 6, 20, log, env={"CRONHUB_TEST_NO_EXACTLY_ONCE": "1"}
     )
-    counts = slot_counts(postgres_database, start.replace(microsecond=0), end)
+    counts = slot_counts(postgres_database, first, last)
     duplicates = sum(1 for n in counts.values() if n > 1)
+    ran_twice = sum(1 for n in executions(log).values() if n > 1)
     show(
         capsys,
         f"\n[postgres control] without the unique key: {duplicates} of {len(counts)} slots"
-        " claimed twice",
+        f" claimed twice, {ran_twice} run twice",
     )
     assert duplicates > 0
+    assert ran_twice > 0
 
 
 def test_kill_9_mid_run_is_reaped_within_the_lease_and_retried_once_on_the_survivor(
