@@ -14,6 +14,8 @@
 - ``kill -9`` of the instance running a job: its run is reaped as ``crashed`` within the lease
   and retried once, on the survivor.
 - One instance's clock 1 s fast: no run starts before its slot by database time.
+- Rolling restarts of the real ``cronhub worker``: 4 instances, every 10 s one is stopped with
+  SIGTERM and started again: 0 duplicates, 0 missed, 0 ``running`` rows without a live owner.
 
 The workers are this file run as a script (``python test_postgres_cluster.py worker ...``):
 a ``Hub`` with N ``every=1`` jobs, its clock shifted by ``CRONHUB_TEST_CLOCK_SHIFT`` seconds;
@@ -505,6 +507,262 @@ def test_a_worker_with_a_fast_clock_starts_nothing_before_its_slot(postgres_data
     assert by_instance.get("fast", 0) > 0  # the fast instance did claim slots
     assert ready["offset"] == pytest.approx(-1.0, abs=0.3)
     assert "ahead of the database's" in fast_err
+
+
+# -- rolling restarts, with the real ``cronhub worker`` ----------------------------------------
+
+#: The application the rolling-restart workers load (``cronhub --app rollapp:hub worker``).
+ROLLING_APP = """
+import asyncio
+import os
+
+from cronhub import Hub
+
+hub = Hub()
+LOG = os.environ["CH_LOG"]
+INSTANCE = os.environ["CRONHUB_INSTANCE_ID"]
+
+
+def record(ctx, event):
+    line = f"{ctx.run.job} {ctx.scheduled_for.isoformat()} {ctx.attempt} {INSTANCE} {event}\\n"
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+async def tick(ctx):
+    record(ctx, "ran")
+
+
+async def slow(ctx):
+    record(ctx, "start")
+    await asyncio.sleep(2)
+    record(ctx, "done")
+
+
+async def long(ctx):
+    record(ctx, "start")
+    try:
+        await asyncio.sleep(6)
+    except asyncio.CancelledError:
+        record(ctx, "cancelled")
+        raise
+    record(ctx, "done")
+
+
+for n in range(int(os.environ["CH_TICKS"])):
+    hub.job(tick, name=f"tick{n:02d}", every=1, executor="async")
+for n in range(int(os.environ["CH_SLOW"])):
+    hub.job(slow, name=f"slow{n}", every=5, executor="async", retries=1, retry_delay=0)
+# Longer than the shutdown grace, and always running somewhere: SIGTERM cancels some.
+for n in range(2):
+    hub.job(long, name=f"long{n}", every=3, executor="async", overlap="allow")
+"""
+
+CRONHUB = str(Path(sys.executable).parent / "cronhub")
+
+
+class CliWorker:
+    """``cronhub --app rollapp:hub worker`` as one instance; stderr goes to a file."""
+
+    def __init__(self, root: Path, url: str, instance: str, env: dict[str, str]) -> None:
+        from importlib.metadata import entry_points
+
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("CRONHUB_", "PYTHON"))}
+        others = {e.name for e in entry_points(group="cronhub")} - {"storage_postgres"}
+        if others:
+            full["CRONHUB_DISABLE_PLUGINS"] = ",".join(sorted(others))
+        full.update(env)
+        full.update(
+            CRONHUB_STORAGE=url,
+            CRONHUB_INSTANCE_ID=instance,
+            CRONHUB_LEASE_TTL="5",
+            CRONHUB_HEARTBEAT_INTERVAL="1",
+            CRONHUB_REAPER_INTERVAL="1",
+            CRONHUB_SHUTDOWN_GRACE="4",
+            PYTHONPATH=str(root),
+        )
+        self.instance = instance
+        self.err_path = root / f"{instance}.err"
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [CRONHUB, "--app", "rollapp:hub", "worker"],
+                cwd=root,
+                env=full,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_started(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "scheduler started" in self.stderr:
+                return
+            assert self.alive, f"{self.instance} exited: {self.stderr[-3000:]}"
+            time.sleep(0.1)
+        raise AssertionError(f"{self.instance} did not start: {self.stderr[-3000:]}")
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, then the exit code (a graceful stop)."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"{self.instance} ignored SIGTERM: {self.stderr[-3000:]}"
+            ) from None
+
+
+def test_rolling_restarts_lose_and_duplicate_nothing(postgres_database, tmp_path, capsys):
+    """4 instances; every 10 s one gets SIGTERM and comes back as a new instance (each once).
+
+    Every slot of the window: one row, a job body run at most once (once when ``succeeded``);
+    nothing missed; and, sampled every half second, no ``running`` row belongs to an instance
+    whose process has exited (a stopping instance finishes or releases its runs). The
+    ``long`` jobs (6 s runs, 4 s grace) are cut short by SIGTERM: their runs end
+    ``cancelled`` by the instance that stopped, never left running. At the end no row is
+    ``running`` or ``queued`` and ``cronhub_instances`` is empty.
+    """
+    ticks, slow = 30, 4
+    prepare(postgres_database)
+    (tmp_path / "rollapp.py").write_text(ROLLING_APP)
+    log = tmp_path / "executions.log"
+    env = {"CH_LOG": str(log), "CH_TICKS": str(ticks), "CH_SLOW": str(slow)}
+    generation = dict.fromkeys(range(4), 0)
+    live = {n: CliWorker(tmp_path, postgres_database, f"w{n}.0", env) for n in range(4)}
+    every: list[CliWorker] = list(live.values())
+    orphans: list[tuple[Any, ...]] = []
+    exits: dict[str, int] = {}
+
+    def sample() -> None:
+        # An instance counts as dead only if its process had exited before the query.
+        dead = {w.instance for w in every if not w.alive}
+        rows = query(
+            postgres_database,
+            "SELECT id, job, instance FROM cronhub_runs WHERE status = 'running'",
+        )
+        orphans.extend(row for row in rows if row[2] in dead)
+
+    try:
+        for worker in live.values():
+            worker.wait_started()
+        start = query(postgres_database, "SELECT clock_timestamp()")[0][0]
+        first = start.replace(microsecond=0) + timedelta(seconds=2)
+        for round_ in range(4):
+            next_restart = time.monotonic() + 10
+            while time.monotonic() < next_restart:
+                sample()
+                time.sleep(0.5)
+            n = round_ % 4
+            old = live[n]
+            exits[old.instance] = old.terminate()
+            sample()
+            generation[n] += 1
+            live[n] = CliWorker(tmp_path, postgres_database, f"w{n}.{generation[n]}", env)
+            every.append(live[n])
+        last = query(postgres_database, "SELECT clock_timestamp()")[0][0].replace(
+            microsecond=0
+        ) - timedelta(seconds=2)
+        for worker in live.values():
+            worker.wait_started()
+        # Let every slot of the window finish before the last instances stop.
+        deadline = time.monotonic() + 90
+        expected_rows = ticks * (int((last - first).total_seconds()) + 1)
+        while time.monotonic() < deadline:
+            sample()
+            [(done,)] = query(
+                postgres_database,
+                "SELECT count(*) FROM cronhub_runs WHERE job LIKE 'tick%%' AND scheduled_for"
+                " BETWEEN %s AND %s AND attempt = 1 AND status NOT IN ('running', 'queued')",
+                first,
+                last,
+            )
+            if done >= expected_rows:
+                break
+            time.sleep(0.5)
+        for worker in live.values():
+            exits[worker.instance] = worker.terminate()
+        sample()
+    finally:
+        for worker in every:
+            if worker.alive:
+                worker.proc.kill()
+                worker.proc.wait(10)
+
+    assert exits == dict.fromkeys(exits, 0), {
+        w.instance: w.stderr[-2000:] for w in every if exits.get(w.instance)
+    }
+    assert len(exits) == 8
+    assert orphans == [], orphans[:10]
+    rows = query(
+        postgres_database,
+        "SELECT job, scheduled_for, attempt, status, instance FROM cronhub_runs"
+        " WHERE scheduled_for IS NOT NULL",
+    )
+    assert [r for r in rows if r[3] in ("running", "queued")] == []
+    assert query(postgres_database, "SELECT id FROM cronhub_instances") == []
+    keys = Counter((job, slot, attempt) for job, slot, attempt, _, _ in rows)
+    assert [k for k, n in keys.items() if n > 1] == []
+    status_of = {(job, slot): st for job, slot, attempt, st, _ in rows if attempt == 1}
+    ran: Counter[tuple[str, datetime]] = Counter()
+    for line in log.read_text().splitlines():
+        job, slot, attempt, _, event = line.split()
+        if event in ("ran", "start") and attempt == "1":
+            ran[(job, datetime.fromisoformat(slot))] += 1
+    expected = [
+        (f"tick{n:02d}", first + timedelta(seconds=s))
+        for n in range(ticks)
+        for s in range(int((last - first).total_seconds()) + 1)
+    ]
+    missed = [key for key in expected if key not in status_of]
+    wrong = [
+        (key, status_of.get(key), ran[key])
+        for key in expected
+        if ran[key] != (1 if status_of.get(key) == "succeeded" else 0)
+    ]
+    assert missed == [], missed[:10]
+    assert wrong == [], wrong[:10]
+    assert max(ran.values()) == 1
+    tick_statuses = Counter(status_of[key] for key in expected)
+    assert set(tick_statuses) <= {"succeeded", "skipped"}, tick_statuses
+    slow_rows = Counter(
+        (st, attempt) for job, slot, attempt, st, _ in rows if job.startswith("slow")
+    )
+    long_rows = [r for r in rows if r[0].startswith("long")]
+    long_statuses = Counter(r[3] for r in long_rows)
+    assert set(long_statuses) <= {"succeeded", "cancelled"}, long_statuses
+    stopped = set(exits)
+    # A cancelled long run was cut short by its own instance's SIGTERM.
+    assert all(r[4] in stopped for r in long_rows if r[3] == "cancelled")
+    started = Counter(
+        (job, slot)
+        for job, slot, _, _, event in map(str.split, log.read_text().splitlines())
+        if job.startswith("long") and event == "start"
+    )
+    assert max(started.values()) == 1
+    owners = Counter(r[4].split(".")[0] + "." + r[4].split(".")[1] for r in rows if r[4])
+    show(
+        capsys,
+        f"\n[postgres rolling] 8 instances (4 + 4 restarts, SIGTERM every 10 s),"
+        f" {len(expected)} tick slots: 0 duplicates, {len(missed)} missed, 0 orphaned"
+        f" running rows; tick statuses {dict(tick_statuses)}; slow job runs"
+        f" {dict(slow_rows)}; long job runs {dict(long_statuses)}; runs per instance"
+        f" {dict(sorted(owners.items()))}",
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
