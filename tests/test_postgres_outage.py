@@ -5,8 +5,9 @@ temporary directory, never the shared server), starts two scheduler processes on
 the server with ``pg_ctl stop -m fast`` for 20 s in the middle of the load. Then:
 
 - no worker crashes: both keep their scheduler loop and exit 0 when told to stop;
-- health: each worker's storage ``ping()`` is false while the database is down and true again
-  within seconds after it is back (what ``/healthz`` reports);
+- health: a third instance, a real ``cronhub serve``, answers ``/healthz`` 503 while the
+  database is down and 200 again within seconds after it is back (and from then on); each
+  worker's own storage ``ping()`` (what ``/healthz`` asks) says the same;
 - 0 duplicates: no slot has two rows, no job body ran twice for one (slot, attempt);
 - the run that was running when the database went away could not renew its lease: its owner
   cancelled it during the outage (``lease lost``), the reaper marked it ``crashed`` once the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -208,6 +210,126 @@ class OutageWorker:
         return self.proc.returncode
 
 
+#: The application of the ``cronhub serve`` instance (its own jobs, same log).
+SERVE_APP = """
+import os
+
+from cronhub import Hub
+
+hub = Hub()
+LOG = os.environ["CH_LOG"]
+
+
+async def tick(ctx):
+    line = f"{ctx.run.job} {ctx.scheduled_for.isoformat()} {ctx.attempt} {ctx.run.id} web ran\\n"
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+for n in range(10):
+    hub.job(tick, name=f"web{n}", every=1, executor="async")
+"""
+
+
+class Serve:
+    """``cronhub serve`` on the private server; a thread polls its ``/healthz``."""
+
+    def __init__(self, root: Path, url: str, log: Path) -> None:
+        from importlib.metadata import entry_points
+
+        (root / "outageapp.py").write_text(SERVE_APP)
+        self.port = _free_port()
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("CRONHUB_", "PYTHON"))}
+        others = {e.name for e in entry_points(group="cronhub")} - {"storage_postgres"}
+        environ.update(
+            CRONHUB_DISABLE_PLUGINS=",".join(sorted(others)),
+            CRONHUB_INSTANCE_ID="web",
+            CRONHUB_LEASE_TTL=str(LEASE_TTL),
+            CRONHUB_HEARTBEAT_INTERVAL=str(HEARTBEAT),
+            CRONHUB_REAPER_INTERVAL=str(REAPER),
+            CRONHUB_SHUTDOWN_GRACE="2",
+            PYTHONPATH=str(root),
+            CH_LOG=str(log),
+        )
+        self.err_path = root / "serve.err"
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "cronhub"),
+                    "--storage",
+                    url,
+                    "--app",
+                    "outageapp:hub",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=root,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        #: ``(asked, answered, status code or None, body)`` of every ``/healthz`` call.
+        self.polls: list[tuple[float, float, int | None, str]] = []
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def _get(self) -> tuple[int | None, str]:
+        import httpx
+
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5)
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+        return response.status_code, response.text
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"serve exited: {self.stderr[-3000:]}"
+            if self._get()[0] == 200:
+                self._poller.start()
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"serve never answered /healthz 200: {self.stderr[-3000:]}")
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            asked = time.time()
+            status, body = self._get()
+            self.polls.append((asked, time.time(), status, body))
+            self._stop.wait(0.25)
+
+    def stop(self, timeout: float = 60) -> int:
+        self._stop.set()
+        if self._poller.is_alive():
+            self._poller.join(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"serve ignored SIGTERM: {self.stderr[-3000:]}") from None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, connect_timeout=5) as conn:
         cursor = conn.execute(sql, params)
@@ -266,7 +388,7 @@ def show(capsys: pytest.CaptureFixture[str], text: str) -> None:
         print(text)
 
 
-def test_a_20_s_database_outage_mid_load(private_postgres: PrivateServer, capsys):
+def test_a_20_s_database_outage_mid_load(private_postgres: PrivateServer, tmp_path, capsys):
     from cronhub_storage_postgres import PostgresStorage
 
     server = private_postgres
@@ -278,9 +400,11 @@ def test_a_20_s_database_outage_mid_load(private_postgres: PrivateServer, capsys
     warmup, recovery = 6.0, 16.0
     lifetime = warmup + OUTAGE + recovery + 4
     workers = [OutageWorker(url, name, lifetime, log) for name in ("a", "b")]
+    web = Serve(tmp_path, url, log)
     try:
         for worker in workers:
             worker.wait_ready()
+        web.wait_healthy()
         started = time.time()
         queue_manual(url, "long")
         wait_for(
@@ -304,13 +428,31 @@ def test_a_20_s_database_outage_mid_load(private_postgres: PrivateServer, capsys
         server.start()
         up_at = time.time()
         codes = {w.instance: w.finish(lifetime + 60) for w in workers}
+        codes["web"] = web.stop()
     finally:
         for worker in workers:
             if worker.proc.poll() is None:
                 worker.proc.kill()
                 worker.finish(10)
+        if web.proc.poll() is None:
+            web.proc.kill()
+            web.proc.wait(10)
     errors = {w.instance: w.stderr for w in workers}
-    assert codes == {"a": 0, "b": 0}, {k: v[-3000:] for k, v in errors.items()}
+    assert codes == {"a": 0, "b": 0, "web": 0}, (
+        {k: v[-3000:] for k, v in errors.items()},
+        web.stderr[-3000:],
+    )
+
+    # /healthz of the cronhub serve instance: 503 while the database is down, 200 again
+    # within seconds of it coming back, and 200 from then on.
+    during = [p for p in web.polls if p[0] > stopped_at and p[1] < restart_at]
+    assert during and {p[2] for p in during} == {503}, during[:5]
+    assert all(json.loads(p[3])["storage"] != "ok" for p in during), during[:3]
+    healthy_again = [p[1] - up_at for p in web.polls if p[0] > up_at and p[2] == 200]
+    assert healthy_again, f"/healthz never 200 again: {web.polls[-5:]}"
+    assert healthy_again[0] < 15, f"/healthz 200 only {healthy_again[0]:.1f} s after"
+    settled = [p for p in web.polls if p[0] > up_at + healthy_again[0] + 1]
+    assert settled and {p[2] for p in settled} == {200}, [p for p in settled if p[2] != 200][:5]
 
     # Health: down while the database is, back within seconds of it.
     recovered_after: dict[str, float] = {}
@@ -417,8 +559,9 @@ def test_a_20_s_database_outage_mid_load(private_postgres: PrivateServer, capsys
         )
     show(
         capsys,
-        f"\n[postgres outage] database down {up_at - stopped_at:.1f} s; storage healthy again"
-        f" after {', '.join(f'{k} {v:.2f} s' for k, v in sorted(recovered_after.items()))};"
+        f"\n[postgres outage] database down {up_at - stopped_at:.1f} s; /healthz {len(during)}"
+        f" x 503 during it, 200 again {healthy_again[0]:.2f} s after; workers' storage healthy"
+        f" again after {', '.join(f'{k} {v:.2f} s' for k, v in sorted(recovered_after.items()))};"
         f" long run on {owner} cancelled {given_up - stopped_at:.1f} s into the outage, crashed"
         f" then retried once; slots in the outage and outside it by policy:"
         f" { {k: dict(v) for k, v in report.items()} }",
