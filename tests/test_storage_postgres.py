@@ -169,6 +169,25 @@ def test_an_old_schema_is_migrated_forward(postgres_database):  # noqa: F811
         storage.close()
 
 
+def test_an_instances_table_without_the_clock_offset_column_gets_it(postgres_database):  # noqa: F811
+    # cronhub_instances as first released, with an instance in it.
+    with admin(postgres_database) as conn:
+        conn.execute(
+            "CREATE TABLE cronhub_instances (id VARCHAR(200) PRIMARY KEY, host VARCHAR(255)"
+            " NOT NULL, pid INTEGER NOT NULL, version VARCHAR(64) NOT NULL, started_at"
+            " TIMESTAMPTZ NOT NULL, heartbeat_at TIMESTAMPTZ NOT NULL)"
+        )
+        conn.execute("INSERT INTO cronhub_instances VALUES ('old', 'h', 1, '0.1', now(), now())")
+    storage = open_storage(postgres_database)
+    try:
+        [old] = storage.instances()
+        assert old["id"] == "old" and old["clock_offset"] is None
+        storage.register_instance("new")
+        assert {i["id"]: i["clock_offset"] for i in storage.instances()}["new"] is not None
+    finally:
+        storage.close()
+
+
 # -- claims ------------------------------------------------------------------------------------
 
 
@@ -280,6 +299,56 @@ def test_claims_wait_on_the_jobs_row_lock_not_on_advisory_locks(storage, postgre
         holder.execute("COMMIT")
         claimer.join(30)
     assert done == [ClaimOutcome.CLAIMED]
+
+
+def test_a_batch_of_outcomes_and_a_concurrent_cancel_never_both_win(postgres_database):  # noqa: F811
+    # finish_many locks the fenced rows before its one executemany: a cancel (or a reaper) on
+    # another instance at the same moment either ends the run first (the batch answers False
+    # for it) or waits and finds it ended (and returns None). Never both, never neither.
+    a, b = open_storage(postgres_database), open_storage(postgres_database)
+    try:
+        for round_ in range(20):
+            slot = a.database_now().replace(microsecond=0) - timedelta(minutes=30, seconds=round_)
+            claimed = a.claim(
+                [ClaimRequest(f"r{round_}-{n}", slot) for n in range(3)],
+                instance="a",
+                now=T0,
+                lease_ttl=30,
+            )
+            ids = [c.run.id for c in claimed]
+            barrier = threading.Barrier(2)
+            answers: list[bool] = []
+            cancelled: list[object] = []
+
+            def finish(
+                ids: list[int] = ids,
+                barrier: threading.Barrier = barrier,
+                answers: list[bool] = answers,
+            ) -> None:
+                done = Completion(RunStatus.SUCCEEDED, a.database_now())
+                barrier.wait()
+                answers.extend(a.finish_many([(i, done) for i in ids], instance="a"))
+
+            def cancel(
+                ids: list[int] = ids,
+                barrier: threading.Barrier = barrier,
+                cancelled: list[object] = cancelled,
+            ) -> None:
+                barrier.wait()
+                cancelled.append(b.cancel(ids[1], now=T0))
+
+            threads = [threading.Thread(target=finish), threading.Thread(target=cancel)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert answers[0] and answers[2]
+            assert answers[1] is (cancelled[0] is None), (answers, cancelled)
+            expected = RunStatus.SUCCEEDED if answers[1] else RunStatus.CANCELLED
+            assert a.get_run(ids[1]).status is expected
+    finally:
+        a.close()
+        b.close()
 
 
 # -- the database clock ------------------------------------------------------------------------
@@ -423,6 +492,8 @@ def test_instances_register_heartbeat_and_leave(postgres_database):  # noqa: F81
         assert set(listed) == {"host-a:1", "host-b:2"}
         assert listed["host-a:1"]["host"] == socket.gethostname()
         assert listed["host-a:1"]["alive"] and listed["host-a:1"]["version"] == "0.1.0"
+        # Each instance's clock offset is measured at every heartbeat (same host: about 0).
+        assert abs(listed["host-a:1"]["clock_offset"]) < 0.5
         first = listed["host-a:1"]["heartbeat_at"]
         time.sleep(0.6)
         again = {i["id"]: i for i in b.instances()}

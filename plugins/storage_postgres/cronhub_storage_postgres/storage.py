@@ -101,6 +101,8 @@ instances_table = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    # Database time minus the instance's time, seconds, as it last measured it.
+    sa.Column("clock_offset", sa.Float, nullable=True),
 )
 
 _DB_NOW = sa.text("SELECT clock_timestamp()")
@@ -108,6 +110,16 @@ _LOCK_JOBS = (
     sa.select(jobs.c.job)
     .where(jobs.c.job.in_(sa.bindparam("names", expanding=True)))
     .order_by(jobs.c.job)
+    .with_for_update()
+)
+_LOCK_OWNED = (
+    sa.select(runs.c.id)
+    .where(
+        runs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        runs.c.instance == sa.bindparam("instance"),
+        runs.c.status == RunStatus.RUNNING.value,
+    )
+    .order_by(runs.c.id)
     .with_for_update()
 )
 _ADD_JOBS = pg_insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.job])
@@ -265,6 +277,13 @@ class PostgresStorage(SqlStorage):
         def own_tables(conn: Connection) -> None:
             self._lock_schema(conn)
             instances_table.create(conn, checkfirst=True)
+            # Added after the first release of the table: tables made before lack it.
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE cronhub_instances ADD COLUMN IF NOT EXISTS clock_offset"
+                    " DOUBLE PRECISION"
+                )
+            )
 
         self._run(own_tables, write=True)
         return version
@@ -466,6 +485,36 @@ class PostgresStorage(SqlStorage):
         self._notify_runs(conn, "run.started", [run.id for run in taken])
         return taken
 
+    def finish_many(
+        self, completions: Sequence[tuple[int, Completion]], *, instance: str
+    ) -> list[bool]:
+        """End owned runs in one transaction (see the base class): a batch is one locking read
+        and one pipelined ``executemany``, not two statements per run."""
+        completions = list(completions)
+        if len(completions) <= 1:
+            return super().finish_many(completions, instance=instance)
+        for run_id, completion in completions:
+            if not completion.status.terminal:
+                raise ValueError(
+                    f"run {run_id}: finish needs a terminal status, not {completion.status.value}"
+                )
+        return self._run(lambda c: self._finish_batch(c, completions, instance), write=True)
+
+    def _finish_batch(
+        self, conn: Connection, completions: Sequence[tuple[int, Completion]], instance: str
+    ) -> list[bool]:
+        # Lock the fenced rows first (in id order): no other instance's reaper or cancel can
+        # change them before the batch's update, which the base class's batch relies on.
+        ids = sorted({run_id for run_id, _ in completions})
+        for start in range(0, len(ids), 1000):
+            conn.execute(
+                _LOCK_OWNED, {"ids": ids[start : start + 1000], "instance": instance}
+            ).all()
+        answers = super()._finish_batch(conn, completions, instance)
+        ended = [run_id for (run_id, _), done in zip(completions, answers, strict=True) if done]
+        self._notify_runs(conn, "run.finished", ended)
+        return answers
+
     def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
         finished = super()._finish(conn, run_id, completion, instance)
         if finished:
@@ -579,6 +628,7 @@ class PostgresStorage(SqlStorage):
                 "version": version,
                 "started_at": now,
                 "heartbeat_at": now,
+                "clock_offset": self.clock_offset,
             }
             statement = pg_insert(instances_table).values(values)
             conn.execute(
@@ -591,13 +641,19 @@ class PostgresStorage(SqlStorage):
         self._run(write, write=True)
 
     def instance_heartbeat(self, instance: str) -> bool:
-        """Renew ``heartbeat_at`` of ``instance``; ``False`` when it is not registered."""
+        """Renew ``heartbeat_at`` of ``instance`` and record a fresh clock offset (measured
+        now, so that an idle instance's drift is seen and warned about too); ``False`` when
+        the instance is not registered."""
+        try:
+            offset: float | None = self.measure_clock_offset()
+        except (sa.exc.SQLAlchemyError, StorageError):
+            offset = self.clock_offset  # the update below reports the connection trouble
 
         def write(conn: Connection) -> bool:
             update = (
                 sa.update(instances_table)
                 .where(instances_table.c.id == instance)
-                .values(heartbeat_at=sa.func.clock_timestamp())
+                .values(heartbeat_at=sa.func.clock_timestamp(), clock_offset=offset)
             )
             return conn.execute(update).rowcount == 1
 
@@ -612,7 +668,8 @@ class PostgresStorage(SqlStorage):
 
     def instances(self, *, stale_after: float | None = None) -> list[dict[str, Any]]:
         """Registered instances, oldest first: ``id``, ``host``, ``pid``, ``version``,
-        ``started_at``, ``heartbeat_at`` and ``alive`` (heartbeat within ``stale_after``
+        ``started_at``, ``heartbeat_at``, ``clock_offset`` (database minus instance time,
+        seconds, as last measured there) and ``alive`` (heartbeat within ``stale_after``
         seconds by database time; default three missed 10 s heartbeats)."""
         stale = 30.0 if stale_after is None else stale_after
 
