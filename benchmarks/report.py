@@ -184,6 +184,22 @@ def _cell_notes(name: str, cells: dict[str, Cell]) -> list[str]:
     return sorted(notes)
 
 
+#: W6 columns, in this order when present.
+W6_KEYS = (
+    "claims_per_s",
+    "lateness_p50_ms",
+    "lateness_p99_ms",
+    "lateness_max_ms",
+    "missing",
+    "duplicates",
+    "skipped",
+    "instance_share_min_pct",
+    "instance_share_max_pct",
+)
+#: Figures of the script not shown (parameters, or repeated in another column).
+W6_HIDDEN = ("instances", "jobs", "duration_s", "slots", "rows", "succeeded")
+
+
 def w6_section(records: list[dict[str, Any]], params: dict[str, Any]) -> list[str]:
     """The multi-instance section: whatever figures ``postgres_instances.py`` printed."""
     lines = ["## W6: multi-instance (PostgreSQL)", ""]
@@ -202,12 +218,15 @@ def w6_section(records: list[dict[str, Any]], params: dict[str, Any]) -> list[st
         (cell.ok if record["status"] == "ok" else cell.failures).append(
             record.get("result") if record["status"] == "ok" else record
         )
-    keys: list[str] = []
+    found: list[str] = []
     for cell in by_n.values():
         for result in cell.ok:
-            keys.extend(
-                k for k, v in result.items() if isinstance(v, int | float) and k not in keys
-            )
+            numeric = [k for k, v in result.items() if isinstance(v, int | float)]
+            found.extend(k for k in numeric if k not in found)
+    # The figures that matter first (when the script gives them), then any others; the
+    # parameters are in the sentence above.
+    keys = [k for k in W6_KEYS if k in found]
+    keys += [k for k in found if k not in keys and k not in W6_HIDDEN]
     if not keys:
         failed = next(iter(by_n.values())).failures if by_n else []
         detail = failed[0].get("error", failed[0]["status"]) if failed else "no records"
@@ -265,6 +284,40 @@ def check_targets(cells: dict[str, dict[str, Cell]]) -> list[str]:
             f"| {ref_text} | {ratio_text} | {verdict} |"
         )
     return lines
+
+
+def w6_targets(records: list[dict[str, Any]]) -> list[str]:
+    """W6's target rows: p99 lateness under 100 ms with the most instances, claims spread.
+
+    "Spread" is read as: every instance claimed at least half of its fair share (so with 4
+    instances, each at least 12.5 % of the slots), and no slot was claimed twice.
+    """
+    ok = [r for r in records if r["status"] == "ok" and isinstance(r.get("result"), dict)]
+    if not ok:
+        return []
+    most = max(int(r.get("instances", 0)) for r in ok)
+    cell = Cell(str(most), ok=[r["result"] for r in ok if int(r.get("instances", 0)) == most])
+    rows = []
+    p99 = cell.median("lateness_p99_ms")
+    if p99 is not None:
+        verdict = "yes" if p99 < 100 else "**no**"
+        value = figure(cell, suite.Metric("lateness_p99_ms", "", digits=1))
+        rows.append(
+            f"| W6 | lateness p99 under 100 ms with {most} instances | {value} | limit 100.0 "
+            f"| {DASH} | {verdict} |"
+        )
+    share = cell.median("instance_share_min_pct")
+    if share is not None and most > 1:
+        fair = 100.0 / most
+        duplicates = sum(int(r["result"].get("duplicates", 0) or 0) for r in ok)
+        met = share >= fair / 2 and duplicates == 0
+        value = figure(cell, suite.Metric("instance_share_min_pct", "", digits=1))
+        rows.append(
+            f"| W6 | claims spread: the least busy of {most} instances claims at least half its "
+            f"share, no slot claimed twice | {value} % | {fair / 2:.1f} % "
+            f"| {DASH} | {'yes' if met else '**no**'} |"
+        )
+    return rows
 
 
 def plots(cells: dict[str, dict[str, Cell]], folder: Path) -> dict[str, str]:
@@ -338,6 +391,12 @@ def header(data: dict[str, Any]) -> list[str]:
         f"Command: `{data.get('command', 'python benchmarks/run.py')}`",
         "",
     ]
+    for extra in data.get("merged", []):
+        lines += [
+            f"{', '.join(extra['workloads'])} come from a second run started {extra['started']} "
+            f"on the same machine (`{extra['command']}`), which replaced the first run's.",
+            "",
+        ]
     if max(load[0], load_after[0]) > 0.5 * cores:
         lines += [
             f"> **Noisy figures.** The machine was busy with other work during this run (load "
@@ -364,6 +423,7 @@ def render(data: dict[str, Any], plot_names: dict[str, str], plot_dir: str) -> s
         "## cronhub's targets",
         "",
         *check_targets(cells),
+        *w6_targets([r for r in data["records"] if r["workload"] == "W6"]),
         "",
     ]
     for name in data["workloads"]:
@@ -379,6 +439,37 @@ def render(data: dict[str, Any], plot_names: dict[str, str], plot_dir: str) -> s
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' results as one: a later run's workloads replace an earlier one's.
+
+    Each workload's figures (and so its ratios) still come from one run; the header names
+    the runs that were merged.
+    """
+    data = dict(runs[0])
+    data["records"] = list(runs[0]["records"])
+    data["params"] = dict(runs[0]["params"])
+    data["workloads"] = list(runs[0]["workloads"])
+    data["merged"] = []
+    for later in runs[1:]:
+        replaced = set(later["workloads"])
+        data["records"] = [r for r in data["records"] if r["workload"] not in replaced]
+        data["records"] += later["records"]
+        for name in later["workloads"]:
+            data["params"][name] = later["params"][name]
+            if name not in data["workloads"]:
+                data["workloads"].append(name)
+        data["workloads"].sort()
+        data["merged"].append(
+            {
+                "started": later["started"],
+                "command": later.get("command", ""),
+                "workloads": sorted(replaced),
+            }
+        )
+        data["seconds"] = data.get("seconds", 0) + later.get("seconds", 0)
+    return data
 
 
 def write(data: dict[str, Any], path: Path) -> None:

@@ -103,9 +103,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--report-only",
         type=Path,
+        nargs="+",
         default=None,
         metavar="RESULTS_JSON",
-        help="rewrite the report from a saved results file, run nothing",
+        help="rewrite the report from saved results, run nothing; with several files, a "
+        "later file's workloads replace the earlier ones'",
     )
     parser.add_argument("--list", action="store_true", help="list subjects and workloads")
     args = parser.parse_args(argv)
@@ -311,9 +313,17 @@ def plan(
             continue
         workload = suite.WORKLOADS[name]
         chosen = [s for s in subjects if name in s.workloads]
-        limit = suite.time_limit(name, params[name])
         for repeat in range(repeats):
-            jobs = [Job(s, name, repeat, {**params[name], **s.params}, limit) for s in chosen]
+            jobs = [
+                Job(
+                    s,
+                    name,
+                    repeat,
+                    {**params[name], **s.params},
+                    suite.time_limit(name, params[name], s),
+                )
+                for s in chosen
+            ]
             if workload.concurrent:
                 batches.append(jobs)
             else:
@@ -428,8 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("W6   multi-instance (PostgreSQL), via postgres_instances.py")
         return 0
     if args.report_only is not None:
-        data = json.loads(args.report_only.read_text())
-        output = args.output or args.report_only.with_suffix(".md")
+        data = report.merge([json.loads(p.read_text()) for p in args.report_only])
+        output = args.output or args.report_only[-1].with_suffix(".md")
         report.write(data, output)
         print(f"report: {output}", file=sys.stderr)
         return 0
