@@ -9,6 +9,7 @@ without a reachable server they skip, and ``CRONHUB_REQUIRE_POSTGRES=1`` makes t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import random
@@ -37,7 +38,7 @@ from cronhub.errors import StorageError
 from cronhub.faults import FAULT_POINTS, FaultPlugin
 from cronhub.hub import Hub
 from cronhub.plugins import get_plugin_manager
-from cronhub.runs import ClaimOutcome, ClaimRequest, Completion, Overlap, RunStatus, Trigger
+from cronhub.runs import Alert, ClaimOutcome, ClaimRequest, Completion, Overlap, RunStatus, Trigger
 from cronhub.sql_schema import SCHEMA_VERSION, build_metadata, write_schema_version
 from cronhub.storage_contract import StorageContract
 
@@ -224,6 +225,31 @@ def test_racing_instances_claim_each_slot_once(postgres_database):  # noqa: F811
             storage.close()
 
 
+def test_a_claim_batch_stores_every_field_it_answers(storage):
+    # A batch is inserted from column arrays (unnest): what is stored is what the claim said.
+    slot = storage.database_now().replace(microsecond=0) - timedelta(seconds=30)
+    requests = [
+        ClaimRequest("a", slot, params={"region": "eu", "n": 3}),
+        ClaimRequest("b", slot, status=RunStatus.QUEUED, not_before=slot + timedelta(hours=1)),
+        ClaimRequest("c", slot, status=RunStatus.MISSED, missed_count=12),
+        ClaimRequest("d", slot, trigger=Trigger.CATCH_UP, attempt=2),
+        ClaimRequest("e", None, trigger=Trigger.MANUAL, status=RunStatus.QUEUED),
+    ]
+    results = storage.claim(requests, instance="i1", now=T0, lease_ttl=30)
+    assert [r.outcome for r in results] == [
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.RECORDED,
+        ClaimOutcome.RECORDED,
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.RECORDED,
+    ]
+    for result in results:
+        stored = storage.get_run(result.run.id)
+        assert stored == result.run, (stored, result.run)
+    again = storage.claim(requests[:4], instance="i2", now=T0, lease_ttl=30)
+    assert [r.outcome for r in again] == [ClaimOutcome.TAKEN] * 4
+
+
 def test_overlap_skip_holds_across_instances_claiming_different_slots(postgres_database):  # noqa: F811
     # Two instances, two different slots of one skip job, at once, many times: never two
     # running runs. The per-job row lock is what makes the second one see the first.
@@ -299,6 +325,75 @@ def test_claims_wait_on_the_jobs_row_lock_not_on_advisory_locks(storage, postgre
         holder.execute("COMMIT")
         claimer.join(30)
     assert done == [ClaimOutcome.CLAIMED]
+
+
+def test_a_batch_of_outcomes_ends_runs_as_one_at_a_time_would(storage):
+    # finish_many of several runs takes the batch path (one UPDATE ... FROM unnest); finish of
+    # one run the row-by-row one. Each kind of completion, both ways: the same rows result.
+    def completions(run_id: int, started: datetime) -> list[Completion]:
+        later = started + timedelta(seconds=2.25)
+        alert = Alert(kind="failure", job="x", message="failed", run_id=run_id)
+        return [
+            Completion(RunStatus.SUCCEEDED, later, log="line 1\nline 2\n"),
+            Completion(RunStatus.SUCCEEDED, later, duration_ms=1234),
+            Completion(
+                RunStatus.FAILED,
+                later,
+                error_type="ValueError",
+                error_message="bad input",
+                traceback="Traceback ...",
+                retry_at=later + timedelta(seconds=30),
+                alerts=(alert,),
+            ),
+            Completion(RunStatus.TIMED_OUT, later, dead_letter=True, alerts=(alert, alert)),
+            Completion(RunStatus.CANCELLED, later, error_message="shutdown"),
+        ]
+
+    slot = storage.database_now().replace(microsecond=0) - timedelta(minutes=5)
+    kinds = len(completions(0, slot))
+    claimed = storage.claim(
+        [ClaimRequest(f"{way}{n}", slot, params={"n": n}) for way in "sb" for n in range(kinds)],
+        instance="i1",
+        now=T0,
+        lease_ttl=30,
+    )
+    runs = {r.run.job: r.run for r in claimed}
+    for n in range(kinds):
+        run = runs[f"s{n}"]
+        assert storage.finish(run.id, completions(run.id, run.started_at)[n], instance="i1")
+    batch = [
+        (runs[f"b{n}"].id, completions(runs[f"b{n}"].id, runs[f"b{n}"].started_at)[n])
+        for n in range(kinds)
+    ]
+    assert storage.finish_many(batch, instance="i1") == [True] * kinds
+
+    def outcome(run_id: int) -> tuple:
+        r = storage.get_run(run_id)
+        return (
+            r.status,
+            r.finished_at - r.started_at,
+            r.duration_ms,
+            r.error_type,
+            r.error_message,
+            r.traceback,
+            r.log,
+            r.dead_letter,
+            r.lease_expires_at,
+        )
+
+    for n in range(kinds):
+        assert outcome(runs[f"b{n}"].id) == outcome(runs[f"s{n}"].id), n
+    retries = {r.job: r for r in storage.active_runs()}
+    assert set(retries) == {"s2", "b2"}
+    assert (retries["b2"].attempt, retries["b2"].params) == (2, {"n": 2})
+    assert retries["b2"].not_before - runs["b2"].started_at == (
+        retries["s2"].not_before - runs["s2"].started_at
+    )
+    with storage._engine.connect() as conn:  # alerts fall due when their runs ended: later
+        payloads = conn.execute(sa.text("SELECT payload FROM cronhub_outbox")).scalars().all()
+    alerts = Counter(json.loads(p)["job"] for p in payloads)
+    assert alerts["x"] == 6  # one and two alerts, each way
+    assert {d.job for d in storage.dead_letters()} == {"s3", "b3"}
 
 
 def test_a_batch_of_outcomes_and_a_concurrent_cancel_never_both_win(postgres_database):  # noqa: F811

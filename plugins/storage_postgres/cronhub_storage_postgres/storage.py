@@ -40,11 +40,12 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 
 from cronhub.errors import StorageError
 from cronhub.runs import ClaimRequest, ClaimResult, Completion, Run, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
+from cronhub.sql_runs import _slot_key
 from cronhub.sql_schema import jobs, runs
 
 log = logging.getLogger("cronhub.storage.postgres")
@@ -112,18 +113,75 @@ _LOCK_JOBS = (
     .order_by(jobs.c.job)
     .with_for_update()
 )
-_LOCK_OWNED = (
-    sa.select(runs.c.id)
-    .where(
-        runs.c.id.in_(sa.bindparam("ids", expanding=True)),
-        runs.c.instance == sa.bindparam("instance"),
-        runs.c.status == RunStatus.RUNNING.value,
-    )
-    .order_by(runs.c.id)
-    .with_for_update()
+#: The columns of :data:`_FINISH_UNNEST`'s arrays, with their types.
+_FINISH_COLUMNS = (
+    ("id", "integer"),
+    ("status", "varchar"),
+    ("finished_at", "timestamptz"),
+    ("duration_ms", "integer"),
+    ("error_type", "varchar"),
+    ("error_message", "text"),
+    ("traceback", "text"),
+    ("log", "text"),
+    ("dead_letter", "boolean"),
 )
+_FINISH_UNNEST = sa.text(
+    "UPDATE cronhub_runs AS r SET status = k.status, finished_at = k.finished_at,"
+    " duration_ms = COALESCE(k.duration_ms, CASE WHEN r.started_at IS NULL THEN NULL ELSE"
+    " CAST(GREATEST(0, round(extract(epoch FROM k.finished_at - r.started_at) * 1000))"
+    " AS integer) END),"
+    " lease_expires_at = NULL, error_type = k.error_type, error_message = k.error_message,"
+    " traceback = k.traceback, log = k.log, dead_letter = k.dead_letter"
+    " FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _FINISH_COLUMNS)
+    + f") AS k({', '.join(name for name, _ in _FINISH_COLUMNS)})"
+    " WHERE r.id = k.id AND r.instance = :instance AND r.status = 'running'"
+    " RETURNING r.*"
+).columns(*runs.c)
 _ADD_JOBS = pg_insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.job])
 _KEY = ("job", "schedule_id", "scheduled_for", "attempt")
+#: Columns of a claim batch inserted from arrays (``unnest``); the others take their defaults,
+#: which :data:`_UNNEST_DEFAULTS` checks every row has (else the batch is inserted row-wise).
+_UNNEST_COLUMNS = (
+    ("job", "varchar"),
+    ("schedule_id", "varchar"),
+    ("scheduled_for", "timestamptz"),
+    ("attempt", "integer"),
+    ("trigger", "varchar"),
+    ("status", "varchar"),
+    ("instance", "varchar"),
+    ("created_at", "timestamptz"),
+    ("not_before", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("lease_expires_at", "timestamptz"),
+    ("missed_count", "integer"),
+    ("params", "text"),
+)
+_EXISTING_ROWS = sa.text(
+    "SELECT r.* FROM unnest(CAST(:job AS varchar[]), CAST(:schedule_id AS varchar[]),"
+    " CAST(:slot AS timestamptz[]), CAST(:attempt AS integer[]))"
+    " AS k(job, schedule_id, scheduled_for, attempt)"
+    " JOIN cronhub_runs r ON r.job = k.job AND r.schedule_id = k.schedule_id"
+    " AND r.scheduled_for = k.scheduled_for AND r.attempt = k.attempt"
+).columns(*runs.c)
+_PROCESSED_COLUMNS = tuple(
+    name for name, kind in _UNNEST_COLUMNS if kind == "timestamptz" or name == "params"
+)
+_UNNEST_DEFAULTS = {
+    "duration_ms": None,
+    "error_type": None,
+    "error_message": None,
+    "traceback": None,
+    "log": "",
+    "dead_letter": False,
+}
+_INSERT_UNNEST = sa.text(
+    f"INSERT INTO cronhub_runs ({', '.join(name for name, _ in _UNNEST_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _UNNEST_COLUMNS)
+    + ") ON CONFLICT DO NOTHING RETURNING id, job, schedule_id, scheduled_for, attempt"
+)
 _INSERT_MANY = (
     pg_insert(runs)
     .on_conflict_do_nothing()
@@ -438,6 +496,21 @@ class PostgresStorage(SqlStorage):
                 return
             time.sleep(min(early + 0.001, remaining))
 
+    def _existing_rows(
+        self, conn: Connection, requests: Sequence[ClaimRequest]
+    ) -> dict[tuple[Any, ...], RowMapping]:
+        """The rows that already hold the slot keys of ``requests``, by key: one join of the
+        keys (as arrays, ``unnest``) with the unique index, however many there are."""
+        keys = list(dict.fromkeys(k for k in map(_slot_key, requests) if k is not None))
+        found: dict[tuple[Any, ...], RowMapping] = {}
+        if not keys:
+            return found
+        job, schedule_id, slot, attempt = (list(column) for column in zip(*keys, strict=True))
+        params = {"job": job, "schedule_id": schedule_id, "slot": slot, "attempt": attempt}
+        for row in conn.execute(_EXISTING_ROWS, params).mappings():
+            found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
+        return found
+
     def _lock_jobs(self, conn: Connection, names: Sequence[str]) -> None:
         """Lock the jobs' state rows (``FOR UPDATE``, sorted), creating missing ones first."""
         names = sorted(set(names))
@@ -465,10 +538,18 @@ class PostgresStorage(SqlStorage):
         keyed = [row for row in rows if row["scheduled_for"] is not None]
         ids_by_key: dict[tuple[Any, ...], int] = {}
         if len(keyed) > 1:
-            for row in conn.execute(_INSERT_MANY, keyed):
-                ids_by_key[(row.job, row.schedule_id, row.scheduled_for, row.attempt)] = row.id
-        else:
-            ids_by_key = {}
+            if all(_UNNEST_DEFAULTS.items() <= row.items() for row in keyed):
+                # Columns as arrays: 14 parameters instead of 20 per row, 3-4x faster.
+                arrays = {name: [row[name] for row in keyed] for name, _ in _UNNEST_COLUMNS}
+                for name in _PROCESSED_COLUMNS:  # the columns' own bind processing (UTC, JSON)
+                    process = runs.c[name].type.process_bind_param
+                    arrays[name] = [process(value, conn.dialect) for value in arrays[name]]
+                inserted = conn.execute(_INSERT_UNNEST, arrays)
+            else:
+                inserted = conn.execute(_INSERT_MANY, keyed)
+            for row in inserted:
+                slot = row.scheduled_for.astimezone(UTC)
+                ids_by_key[(row.job, row.schedule_id, slot, row.attempt)] = row.id
         result: list[int | None] = []
         for row in rows:
             if row["scheduled_for"] is None or len(keyed) <= 1:
@@ -488,8 +569,8 @@ class PostgresStorage(SqlStorage):
     def finish_many(
         self, completions: Sequence[tuple[int, Completion]], *, instance: str
     ) -> list[bool]:
-        """End owned runs in one transaction (see the base class): a batch is one locking read
-        and one pipelined ``executemany``, not two statements per run."""
+        """End owned runs in one transaction (see the base class): a batch is one statement
+        (:meth:`_finish_batch`), not two per run."""
         completions = list(completions)
         if len(completions) <= 1:
             return super().finish_many(completions, instance=instance)
@@ -503,16 +584,44 @@ class PostgresStorage(SqlStorage):
     def _finish_batch(
         self, conn: Connection, completions: Sequence[tuple[int, Completion]], instance: str
     ) -> list[bool]:
-        # Lock the fenced rows first (in id order): no other instance's reaper or cancel can
-        # change them before the batch's update, which the base class's batch relies on.
-        ids = sorted({run_id for run_id, _ in completions})
+        """End a batch of owned runs with one ``UPDATE ... FROM unnest(...) RETURNING``.
+
+        The fence (``instance`` and ``status = 'running'``) is in the update's ``WHERE``, row by
+        row: a run another instance reaped or cancelled first is not updated and answers
+        ``False``, as a run listed twice does the second time.
+        """
+        first: dict[int, Completion] = {}
+        for run_id, completion in completions:
+            first.setdefault(run_id, completion)
+        ids = sorted(first)
+        arrays: dict[str, list[Any]] = {name: [] for name, _ in _FINISH_COLUMNS}
+        for run_id in ids:
+            done = first[run_id]
+            finished_at = done.finished_at.astimezone(UTC)
+            arrays["id"].append(run_id)
+            arrays["status"].append(done.status.value)
+            arrays["finished_at"].append(finished_at)
+            arrays["duration_ms"].append(done.duration_ms)
+            arrays["error_type"].append(done.error_type)
+            arrays["error_message"].append(done.error_message)
+            arrays["traceback"].append(done.traceback)
+            arrays["log"].append(done.log)
+            arrays["dead_letter"].append(done.dead_letter)
+        ended: dict[int, RowMapping] = {}
         for start in range(0, len(ids), 1000):
-            conn.execute(
-                _LOCK_OWNED, {"ids": ids[start : start + 1000], "instance": instance}
-            ).all()
-        answers = super()._finish_batch(conn, completions, instance)
-        ended = [run_id for (run_id, _), done in zip(completions, answers, strict=True) if done]
-        self._notify_runs(conn, "run.finished", ended)
+            chunk = {name: values[start : start + 1000] for name, values in arrays.items()}
+            for row in conn.execute(_FINISH_UNNEST, {**chunk, "instance": instance}).mappings():
+                ended[row["id"]] = row
+        answers: list[bool] = []
+        answered: set[int] = set()
+        for run_id, _ in completions:
+            answers.append(run_id in ended and run_id not in answered)
+            answered.add(run_id)
+        for run_id, row in ended.items():
+            done = first[run_id]
+            if done.retry_at is not None or done.alerts:
+                self._follow_up(conn, row, done, now=done.finished_at.astimezone(UTC))
+        self._notify_runs(conn, "run.finished", sorted(ended))
         return answers
 
     def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
