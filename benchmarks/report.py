@@ -89,7 +89,7 @@ def figure(cell: Cell, metric: suite.Metric) -> str:
     text = number(median, metric.digits)
     if len(cell.values(metric.key)) > 1 and (low != high):
         text += f" ({number(low, metric.digits)}{DASH}{number(high, metric.digits)})"
-    if cell.single:
+    if cell.single and len(cell.ok) == 1:
         text += " \u2020"  # a dagger: one run only (see the note under the table)
     return text
 
@@ -155,7 +155,7 @@ def workload_table(name: str, cells: dict[str, Cell], params: dict[str, Any]) ->
         row = [figure(cell, m) for m in workload.metrics]
         lines.append(f"| {name_text} | " + " | ".join(row) + f" | {ratio_text} |")
     notes = _cell_notes(name, cells)
-    if any(c.single for c in cells.values()):
+    if any(c.single and len(c.ok) == 1 for c in cells.values()):
         notes.append(
             "- \u2020 One run only: it took longer than the repeat limit "
             f"({suite.REPEAT_LIMIT:g} s by default), so it was not repeated."
@@ -386,7 +386,7 @@ def header(data: dict[str, Any]) -> list[str]:
         f"({env.get('platform', '?')}), Python {project.get('python', '?')}, SQLite "
         f"{project.get('sqlite', '?')}; cronhub at commit {commit}; peers: {versions or DASH}. "
         f"{data['repeats']} repeat(s) per figure, each a fresh process: the median, with the "
-        f"min{DASH}max range in brackets. The run took {data.get('seconds', 0) / 60:.1f} min.",
+        f"min{DASH}max range in brackets. It took {data.get('seconds', 0) / 60:.1f} min in all.",
         "",
         f"Command: `{data.get('command', 'python benchmarks/run.py')}`",
         "",
@@ -397,6 +397,8 @@ def header(data: dict[str, Any]) -> list[str]:
             f"on the same machine (`{extra['command']}`), which replaced the first run's.",
             "",
         ]
+    if data.get("command", "").strip() == "python benchmarks/run.py":
+        lines[2] = "Command: `python benchmarks/run.py`"
     if max(load[0], load_after[0]) > 0.5 * cores:
         lines += [
             f"> **Noisy figures.** The machine was busy with other work during this run (load "
@@ -408,16 +410,30 @@ def header(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def intro(data: dict[str, Any]) -> str:
+    """The opening sentence: who is compared with whom."""
+    peers = {s.name for s in suite.SUBJECTS if s.python == suite.PEERS}
+    with_peers = any(r["subject"] in peers for r in data["records"])
+    who = (
+        "cronhub against the schedulers a user would otherwise pick (APScheduler 3.11 and "
+        "FastScheduler) and a bare-asyncio floor"
+        if with_peers
+        else "cronhub against a bare-asyncio floor"
+    )
+    return (
+        f"{who}, on the same workloads in one run. This page is written by "
+        "`python benchmarks/run.py` (see [Running them](#running-them)); tests never time "
+        "anything."
+    )
+
+
 def render(data: dict[str, Any], plot_names: dict[str, str], plot_dir: str) -> str:
     """The whole Markdown report."""
     cells = collect(data)
     lines = [
-        "# Benchmarks",
+        f"# {data.get('title') or 'Benchmarks'}",
         "",
-        "cronhub against the schedulers a user would otherwise pick (APScheduler 3.11 and "
-        "FastScheduler) and a bare-asyncio floor, on the same workloads in one run. This page is "
-        "written by `python benchmarks/run.py` (see [Running them](#running-them)); tests never "
-        "time anything.",
+        intro(data),
         "",
         *header(data),
         "## cronhub's targets",

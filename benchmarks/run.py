@@ -100,6 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--upgrade-peers", action="store_true", help="pip install --upgrade")
     parser.add_argument("--output", type=Path, default=None, help="the Markdown report")
+    parser.add_argument("--title", default=None, help="the report's title (default Benchmarks)")
     parser.add_argument(
         "--report-only",
         type=Path,
@@ -439,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.report_only is not None:
         data = report.merge([json.loads(p.read_text()) for p in args.report_only])
+        data["title"] = args.title or data.get("title")
         output = args.output or args.report_only[-1].with_suffix(".md")
         report.write(data, output)
         print(f"report: {output}", file=sys.stderr)
@@ -466,8 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     data: dict[str, Any] = {
+        "title": args.title,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": (
+            "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        ).strip(),
         "repeats": repeats,
         "workloads": workloads,
         "subjects": [s.name for s in subjects],
