@@ -363,8 +363,11 @@ class PostgresStorage(SqlStorage):
             try:
                 with engine.connect() as conn, conn.begin():
                     conn.info[_PENDING_RUNS] = {}
-                    result = fn(conn)
-                    self._flush_run_events(conn)
+                    try:
+                        result = fn(conn)
+                        self._flush_run_events(conn)
+                    finally:
+                        conn.info.pop(_PENDING_RUNS, None)  # never left for the next checkout
                     return result
             except sa.exc.DBAPIError as exc:
                 waited = time.monotonic() - started
@@ -682,7 +685,8 @@ class PostgresStorage(SqlStorage):
 
     def _flush_run_events(self, conn: Connection) -> None:
         """Send the run events gathered in this transaction, in the order they first arose."""
-        pending: dict[str, list[int]] = conn.info.pop(_PENDING_RUNS, None) or {}
+        pending: dict[str, list[int]] = conn.info.get(_PENDING_RUNS) or {}
+        conn.info[_PENDING_RUNS] = {}
         for event, ids in pending.items():
             self._send_run_events(conn, event, ids)
 
