@@ -18,8 +18,8 @@ What a subclass provides or may override:
 - :meth:`SqlStorage._clock`: "now" as the database sees it (PostgreSQL: ``clock_timestamp()``).
 - :meth:`SqlStorage._lock_jobs` / :meth:`SqlStorage._lock_schema`: serialise writers per job
   and during migrations. SQLite needs neither (``BEGIN IMMEDIATE`` already serialises every
-  writer); PostgreSQL takes transaction-scoped advisory locks, so that two instances claiming
-  different slots of one ``skip`` job cannot both see "nothing running".
+  writer); PostgreSQL locks the jobs' rows (``SELECT ... FOR UPDATE`` in sorted order), so that
+  two instances claiming different slots of one ``skip`` job cannot both see "nothing running".
 - :meth:`SqlStorage._notify`: tell other instances about a change when the transaction commits
   (PostgreSQL: ``NOTIFY``; nothing by default).
 - :meth:`SqlStorage._insert_if_absent`: the exactly-once insert (``ON CONFLICT DO NOTHING

@@ -483,6 +483,27 @@ def test_the_clock_offset_is_measured_and_a_large_one_is_logged(storage, caplog)
     assert "2.500 s behind the database's" in caplog.text
 
 
+async def test_the_clock_offset_is_a_metric(postgres_database):  # noqa: F811
+    import httpx
+
+    pm = get_plugin_manager(entrypoints=False)
+    pm.register(postgres_plugin, name="storage_postgres")
+    hub = Hub(storage=postgres_database, plugin_manager=pm)
+    app = hub.asgi(scheduler=False)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            ) as client,
+        ):
+            text = (await client.get("/metrics")).text
+        [line] = [ln for ln in text.splitlines() if ln.startswith("cronhub_clock_offset_seconds ")]
+        assert abs(float(line.split()[1])) < 0.5  # same host: the same clock
+    finally:
+        hub.close()
+
+
 # -- LISTEN / NOTIFY and instances ---------------------------------------------------------------
 
 

@@ -65,6 +65,14 @@ class _StorageCollector(Collector):
         running = sum(1 for run in active if run.status is RunStatus.RUNNING)
         yield GaugeMetricFamily("cronhub_running", "Runs running now.", value=running)
         yield GaugeMetricFamily("cronhub_queued", "Runs queued now.", value=len(active) - running)
+        # Storages that judge time by their own clock (PostgreSQL) measure this host's offset.
+        offset = getattr(storage, "clock_offset", None)
+        if offset is not None:
+            yield GaugeMetricFamily(
+                "cronhub_clock_offset_seconds",
+                "Storage (database) time minus this instance's time, as last measured.",
+                value=offset,
+            )
 
 
 class Metrics:
