@@ -393,7 +393,7 @@ def header(data: dict[str, Any]) -> list[str]:
     ]
     for extra in data.get("merged", []):
         lines += [
-            f"{', '.join(extra['workloads'])} come from a second run started {extra['started']} "
+            f"{', '.join(extra['workloads'])}: from a later run started {extra['started']} "
             f"on the same machine (`{extra['command']}`), which replaced the first run's.",
             "",
         ]

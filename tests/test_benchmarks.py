@@ -190,5 +190,5 @@ def test_report_says_when_the_machine_was_busy_and_merges_runs(tmp_path):
     report.write(merged, out)
     text = out.read_text()
     assert "Noisy figures" in text
-    assert "W2 come from a second run started 2026-01-05T01:00:00+00:00" in text
+    assert "W2: from a later run started 2026-01-05T01:00:00+00:00" in text
     assert json.loads((tmp_path / "bench" / "results.json").read_text())["merged"]
