@@ -122,7 +122,8 @@ WORKLOADS: dict[str, Workload] = {
             "W1",
             "precision",
             "{jobs:,} interval jobs every second for {duration} s: how late each body starts "
-            "after its slot, and slots that did not start by the end of the window + 2 s.",
+            "after its slot, and slots whose body had not started when the subject stopped "
+            "measuring (2 s after the window, or later if its event loop was kept busy).",
             (
                 Metric("p50_ms", "p50 ms"),
                 Metric("p90_ms", "p90 ms"),
