@@ -24,12 +24,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cronhub.hub import Hub
 from cronhub.plugins import CronhubPluginManager, get_plugin_manager
+
+if TYPE_CHECKING:
+    from cronhub.engine import Engine
+    from cronhub.storage import Storage
 
 
 class FakeClock:
@@ -269,6 +273,50 @@ def hub(plugin_manager: CronhubPluginManager, clock: FakeClock) -> Iterator[Hub]
     hub = Hub(storage="memory://", clock=clock, plugin_manager=plugin_manager, settings=settings)
     yield hub
     hub.close()
+
+
+def make_hub(
+    plugin_manager: CronhubPluginManager,
+    clock: FakeClock | None,
+    storage: Storage | None = None,
+    **settings: Any,
+) -> Hub:
+    """A hub on ``memory://`` for engine tests: instance ``engine-a``, no reaper rounds.
+
+    :param storage: An opened storage to share (several hubs on one storage are several
+        instances); by default the hub opens its own ``memory://``.
+    :param settings: Settings that override those defaults (``instance_id="engine-b"``).
+    """
+    from cronhub.config import load_settings
+
+    values: dict[str, Any] = {
+        "storage": "memory://",
+        "instance_id": "engine-a",
+        "reaper_interval": 3600.0,
+    }
+    values.update(settings)
+    hub = Hub(
+        storage="memory://",
+        clock=clock,
+        plugin_manager=plugin_manager,
+        settings=load_settings(values, cwd="/"),
+    )
+    if storage is not None:
+        hub._storage = storage
+    return hub
+
+
+async def advance_to(engine: Engine, clock: FakeClock, when: datetime | str) -> None:
+    """Advance the fake clock wake-up by wake-up until ``when``, letting the engine work."""
+    when = datetime.fromisoformat(when) if isinstance(when, str) else when
+    await engine.wait_idle()
+    while clock.now() < when:
+        deadline = clock.next_deadline()
+        step = (when - clock.now()).total_seconds()
+        if deadline is not None:
+            step = min(step, max(deadline, 0.0))
+        clock.advance(step)
+        await engine.wait_idle()
 
 
 def __getattr__(name: str) -> Any:

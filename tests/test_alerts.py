@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import cronhub
-from cronhub.config import load_settings
+from cronhub import testing
 from cronhub.engine import Engine
 from cronhub.errors import JobDefinitionError
 from cronhub.hub import Hub
@@ -132,14 +132,7 @@ async def settle(engine: Engine) -> None:
 
 
 def make_hub(plugin_manager, clock, **settings) -> Hub:
-    values = {"storage": "memory://", "instance_id": "alerts-a", "reaper_interval": 3600.0}
-    values.update(settings)
-    return Hub(
-        storage="memory://",
-        clock=clock,
-        plugin_manager=plugin_manager,
-        settings=load_settings(values, cwd="/"),
-    )
+    return testing.make_hub(plugin_manager, clock, **{"instance_id": "alerts-a", **settings})
 
 
 def kinds(server: WebhookServer) -> list[tuple[str, str]]:

@@ -9,30 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import cronhub
-from cronhub.config import load_settings
 from cronhub.engine import Engine
 from cronhub.errors import JobDefinitionError
-from cronhub.hub import Hub
 from cronhub.runs import RunStatus
 from cronhub.schedules import jitter_delay
 from cronhub.storage import RunFilter
-from cronhub.testing import FakeClock
+from cronhub.testing import FakeClock, advance_to, make_hub
 
 START = "2026-01-05T00:00:00+00:00"
-
-
-def make_hub(plugin_manager, clock, storage=None, **settings):
-    values = {"storage": "memory://", "instance_id": "engine-a", "reaper_interval": 3600.0}
-    values.update(settings)
-    hub = Hub(
-        storage="memory://",
-        clock=clock,
-        plugin_manager=plugin_manager,
-        settings=load_settings(values, cwd="/"),
-    )
-    if storage is not None:
-        hub._storage = storage
-    return hub
 
 
 @pytest.fixture
@@ -40,19 +24,6 @@ def ehub(plugin_manager, clock):
     hub = make_hub(plugin_manager, clock)
     yield hub
     hub.close()
-
-
-async def advance_to(engine, clock, when):
-    """Advance the fake clock wakeup by wakeup until ``when``, letting the engine work."""
-    when = datetime.fromisoformat(when) if isinstance(when, str) else when
-    await engine.wait_idle()
-    while clock.now() < when:
-        deadline = clock.next_deadline()
-        step = (when - clock.now()).total_seconds()
-        if deadline is not None:
-            step = min(step, max(deadline, 0.0))
-        clock.advance(step)
-        await engine.wait_idle()
 
 
 def runs(hub, **filters):

@@ -42,6 +42,7 @@ from cronhub.runs import RunStatus, Trigger
 from cronhub.runtime_schedules import RuntimeSchedules, preview
 from cronhub.schedules import parse_expression
 from cronhub.storage import RunFilter
+from cronhub.testing import advance_to, make_hub
 
 START = "2026-01-05T00:00:00+00:00"
 
@@ -50,37 +51,11 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(f"2026-01-05T{text}+00:00")
 
 
-def make_hub(plugin_manager, clock, storage=None, instance="engine-a"):
-    values = {"storage": "memory://", "instance_id": instance, "reaper_interval": 3600.0}
-    hub = Hub(
-        storage="memory://",
-        clock=clock,
-        plugin_manager=plugin_manager,
-        settings=load_settings(values, cwd="/"),
-    )
-    if storage is not None:
-        hub._storage = storage
-    return hub
-
-
 @pytest.fixture
 def rhub(plugin_manager, clock):
     hub = make_hub(plugin_manager, clock)
     yield hub
     hub.close()
-
-
-async def advance_to(engine, clock, when):
-    """Advance the fake clock wake-up by wake-up until ``when``, letting the engine work."""
-    when = datetime.fromisoformat(when) if isinstance(when, str) else when
-    await engine.wait_idle()
-    while clock.now() < when:
-        deadline = clock.next_deadline()
-        step = (when - clock.now()).total_seconds()
-        if deadline is not None:
-            step = min(step, max(deadline, 0.0))
-        clock.advance(step)
-        await engine.wait_idle()
 
 
 def history(hub, **filters):
@@ -501,7 +476,7 @@ async def test_two_engines_on_one_storage_run_each_slot_once(plugin_manager, clo
 
     shared = MemoryStorage()
     seen = []
-    hubs = [make_hub(plugin_manager, clock, shared, instance=f"engine-{n}") for n in "ab"]
+    hubs = [make_hub(plugin_manager, clock, shared, instance_id=f"engine-{n}") for n in "ab"]
     for hub in hubs:
 
         @hub.job(on_demand=True, name="tick", overlap="allow")
@@ -533,7 +508,7 @@ async def test_a_schedule_of_a_job_this_instance_lacks_is_left_to_others(
 
     shared = MemoryStorage()
     owner = make_hub(plugin_manager, clock, shared)
-    other = make_hub(plugin_manager, clock, shared, instance="engine-b")
+    other = make_hub(plugin_manager, clock, shared, instance_id="engine-b")
 
     @owner.job(on_demand=True, name="only-here")
     def _only(ctx):
