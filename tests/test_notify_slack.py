@@ -230,3 +230,39 @@ def test_the_plugin_is_installed_through_its_entry_point(run_cli):
 def test_a_job_can_mute_slack_alerts_with_the_core_option():
     muted = cronhub.job(lambda: None, every=60, name="noisy", alerts=False)
     assert muted.alerts == ()
+
+
+async def test_the_webhook_url_never_appears_in_the_api_or_the_dashboard(
+    plugin_manager, clock, slack, webhook
+):
+    import httpx
+
+    from cronhub.engine import run_job_once
+
+    hub = make_hub(plugin_manager, clock)
+
+    @hub.job(every="1h", name="report")
+    def report():
+        raise RuntimeError("boom")
+
+    run = await run_job_once(hub, "report")
+    app = hub.asgi(scheduler=False)
+    paths = ["/", "/plugins", "/jobs/report", f"/runs/{run.id}", "/dead-letters"]
+    paths += ["/api/jobs", "/api/jobs/report", f"/api/runs/{run.id}", "/api/runs"]
+    paths += ["/api/plugins", "/api/stats", "/api/instances", "/api/openapi.json", "/metrics"]
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            ) as client,
+        ):
+            for path in paths:
+                response = await client.get(path)
+                assert response.status_code == 200, path
+                assert SECRET not in response.text, path
+                assert "services/" not in response.text, path
+            plugins = (await client.get("/api/plugins")).json()
+        assert "notify_slack" in str(plugins)  # the plugin is there, its secret is not
+    finally:
+        hub.close()
