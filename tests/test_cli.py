@@ -160,6 +160,13 @@ def test_list_tag_filter_and_text(run_cli, acme):
     ]
 
 
+def test_list_text_shows_intervals_in_words(run_cli, acme):
+    result = run_cli("list", pythonpath=[acme])
+    assert result.code == 0, result.stderr
+    [poll] = [line for line in result.stdout.splitlines() if line.startswith("acme.poll ")]
+    assert "every 90 seconds" in poll
+
+
 def test_plugins_json(run_cli, acme):
     result = run_cli("plugins", "--json", pythonpath=[acme])
     assert result.code == 0, result.stderr

@@ -49,7 +49,7 @@ def list_jobs(
     rows = [
         (
             job["name"],
-            "on demand" if job["schedule"] is None else str(job["schedule"]),
+            _schedule_cell(job),
             job["tz"],
             "paused" if job["paused"] else (job["next_run"] or "-"),
             job["last_status"] or "-",
@@ -57,6 +57,15 @@ def list_jobs(
         for job in jobs
     ]
     _table(("NAME", "SCHEDULE", "TZ", "NEXT RUN", "LAST STATUS"), rows)
+
+
+def _schedule_cell(job: dict[str, object]) -> str:
+    """The SCHEDULE column: a cron expression as written; intervals and one-offs in words."""
+    if job["schedule"] is None:
+        return "on demand"
+    if job["kind"] == "cron":
+        return str(job["schedule"])
+    return str(job["schedule_text"])
 
 
 def next_times(
