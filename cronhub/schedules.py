@@ -26,6 +26,7 @@ readings of ``5-5`` (every minute) and wrap-around ranges: a range must not run 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -36,7 +37,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import NamedTuple, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -226,6 +227,23 @@ def _segment(zone: ZoneInfo, u: datetime) -> _Segment:
     )
 
 
+#: The last stretch found per zone: schedules in one zone mostly ask about the same stretch
+#: (all of them at start-up), and finding it costs more than the rest of a next time.
+_SEGMENTS: dict[ZoneInfo, _Segment] = {}
+_SEGMENTS_SIZE = 256
+
+
+def _shared_segment(zone: ZoneInfo, u: datetime) -> _Segment:
+    """:func:`_segment`, answered from the zone's last stretch when that one contains ``u``."""
+    seg = _SEGMENTS.get(zone)
+    if seg is None or not seg.start <= u < seg.end:
+        seg = _segment(zone, u)
+        if len(_SEGMENTS) >= _SEGMENTS_SIZE:
+            _SEGMENTS.clear()
+        _SEGMENTS[zone] = seg
+    return seg
+
+
 # datetime.replace() is slow (about 1 us); the hot path converts with arithmetic instead.
 def _utc_naive(value: datetime, what: str = "after") -> datetime:
     """``value`` as a naive UTC datetime, floored to the second."""
@@ -295,9 +313,35 @@ def _value(expr: str, field: _Field, token: str, text: str) -> int:
     return value
 
 
-def _parse_field(
-    expr: str, index: int, token: str
-) -> tuple[frozenset[int], bool, frozenset[tuple[int, int]]]:
+class _ParsedField(NamedTuple):
+    """One field read: its values (sorted, and as a set), ``L`` and ``(weekday, n)`` pairs."""
+
+    values: tuple[int, ...]
+    set: frozenset[int]
+    last: bool
+    nth: frozenset[tuple[int, int]]
+
+
+#: Fields already read, by ``(index, token)``: the tokens of most expressions repeat (``*``,
+#: ``0``, ``1-5``), so a new expression mostly costs dictionary look-ups. Only readings that
+#: succeeded are kept (errors name the whole expression); cleared when full.
+_FIELD_CACHE: dict[tuple[int, str], _ParsedField] = {}
+_FIELD_CACHE_SIZE = 8192
+
+
+def _parse_field(expr: str, index: int, token: str) -> _ParsedField:
+    """The field ``token`` at position ``index`` (seconds first) of ``expr``, read once."""
+    key = (index, token)
+    found = _FIELD_CACHE.get(key)
+    if found is None:
+        found = _read_field(expr, index, token)
+        if len(_FIELD_CACHE) >= _FIELD_CACHE_SIZE:
+            _FIELD_CACHE.clear()
+        _FIELD_CACHE[key] = found
+    return found
+
+
+def _read_field(expr: str, index: int, token: str) -> _ParsedField:
     """Values, ``L`` (last day of month) and ``(weekday, n)`` pairs of one field."""
     field = _FIELDS[index]
     values: set[int] = set()
@@ -333,56 +377,159 @@ def _parse_field(
         values.update(v % 7 if index == _DOW else v for v in range(lo, hi + 1, step))
     if values and nth:
         raise _field_error(expr, field, token, token, "mixes plain days with '#' days")
-    return _shared_set(tuple(sorted(values))), last, frozenset(nth)
+    ordered, as_set = _shared_values(tuple(sorted(values)))
+    return _ParsedField(ordered, as_set, last, frozenset(nth))
 
 
 @functools.lru_cache(maxsize=4096)
-def _shared_set(values: tuple[int, ...]) -> frozenset[int]:
-    # One frozenset per distinct field: a '*' minute alone is a 60-element set, which
+def _shared_values(values: tuple[int, ...]) -> tuple[tuple[int, ...], frozenset[int]]:
+    # One tuple and one frozenset per distinct field: a '*' minute alone is 60 values, which
     # thousands of compiled expressions would otherwise each hold.
-    return frozenset(values)
+    return values, frozenset(values)
+
+
+#: How far the matcher looks for a date, in years (as croniter: then there is none).
+_HORIZON_YEARS = 50
+
+
+def _month_days(year: int, month: int) -> int:
+    if month != 2:
+        return _MONTH_DAYS[month - 1]
+    return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
 
 
 @dataclass(frozen=True, eq=False)
 class _Spec:
-    """One compiled cron expression (shared between schedules: croniter calls are locked)."""
+    """One compiled cron expression, shared between schedules (calls are locked).
+
+    Plain expressions (numbers, ranges, steps, lists, names) are matched here, field by
+    field; croniter, much slower, is kept for ``L`` and ``DAY#N`` days, and its objects are
+    built on first use only.
+    """
 
     text: str
     tokens: tuple[str, ...]  # six fields, seconds first, aliases expanded
     sets: tuple[frozenset[int], ...]
     fixed: bool
     day_or: bool
-    parts: tuple[croniter, ...]  # their union is the expression (2 only for OR with '#')
+    #: The six fields' values in ascending order, or ``None``: croniter answers (``L``, ``#``).
+    values: tuple[tuple[int, ...], ...] | None
+    #: croniter's expressions (fields as written for it) and day rules: their union is the
+    #: expression (2 parts only for an OR with '#'). Empty for a plain expression.
+    recipe: tuple[tuple[tuple[str, ...], bool], ...]
     lock: threading.Lock
     #: The last answer, ``(wall, next)``: it also answers every wall in ``[wall, next)``.
     #: Jobs sharing this expression ask for the same next time at start-up.
     last: list[datetime | None] = dataclasses.field(
         default_factory=lambda: [datetime.max, datetime.min]
     )
+    #: croniter objects of :attr:`recipe`, built when first needed.
+    parts: list[croniter] = dataclasses.field(default_factory=list)
 
     def next_wall(self, wall: datetime) -> datetime | None:
         """The first matching naive wall time strictly after ``wall``."""
-        found = []
         with self.lock:
             asked, answer = self.last
             if asked is not None and answer is not None and asked <= wall < answer:
                 return answer
-            if len(self.parts) == 1:  # the common case, kept short
-                try:
-                    answer = self.parts[0].get_next(datetime, wall)
-                except CroniterBadDateError:
-                    return None
-                self.last[:] = [wall, answer]
-                return answer
-            for part in self.parts:
-                try:
-                    found.append(part.get_next(datetime, wall))
-                except CroniterBadDateError:
-                    continue
-            answer = min(found, default=None)
+            if self.values is not None:
+                answer = self._match_next(wall)
+            else:
+                answer = self._croniter_next(wall)
             if answer is not None:
                 self.last[:] = [wall, answer]
         return answer
+
+    def _croniter_next(self, wall: datetime) -> datetime | None:
+        if not self.parts:
+            self.parts.extend(_croniter(self.text, tokens, d) for tokens, d in self.recipe)
+        found = []
+        for part in self.parts:
+            try:
+                found.append(part.get_next(datetime, wall))
+            except CroniterBadDateError:
+                continue
+        return min(found, default=None)
+
+    def _match_next(self, wall: datetime) -> datetime | None:
+        """The first match after ``wall``: each field moved to its next allowed value.
+
+        A field without a later value carries into the next larger unit and resets the
+        smaller ones. ``None`` when no date in :data:`_HORIZON_YEARS` years matches.
+        """
+        assert self.values is not None
+        secs, mins, hours, _, months, _ = self.values
+        sec_set, min_set, hour_set, _, month_set, _ = self.sets
+        if wall.microsecond:
+            wall -= timedelta(microseconds=wall.microsecond)
+        t = wall + _SECOND
+        year, month, day = t.year, t.month, t.day
+        hour, minute, second = t.hour, t.minute, t.second
+        limit = year + _HORIZON_YEARS
+        while year <= limit:
+            if month not in month_set:
+                i = bisect.bisect_left(months, month)
+                if i == len(months):
+                    year, month = year + 1, months[0]
+                else:
+                    month = months[i]
+                day = 1
+                hour = minute = second = 0
+            found = self._first_day(year, month, day)
+            if not found:
+                year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+                day = 1
+                hour = minute = second = 0
+                continue
+            if found != day:
+                day = found
+                hour = minute = second = 0
+            if hour not in hour_set:
+                i = bisect.bisect_left(hours, hour)
+                if i == len(hours):
+                    day += 1
+                    hour = minute = second = 0
+                    continue
+                hour = hours[i]
+                minute = second = 0
+            if minute not in min_set:
+                i = bisect.bisect_left(mins, minute)
+                if i == len(mins):
+                    hour += 1
+                    minute = second = 0
+                    continue
+                minute = mins[i]
+                second = 0
+            if second not in sec_set:
+                i = bisect.bisect_left(secs, second)
+                if i == len(secs):
+                    minute += 1
+                    second = 0
+                    continue
+                second = secs[i]
+            return datetime(year, month, day, hour, minute, second)
+        return None
+
+    def _first_day(self, year: int, month: int, day: int) -> int:
+        """The first matching day from ``day`` on in this month, or 0."""
+        assert self.values is not None
+        end = _month_days(year, month)
+        if day > end:
+            return 0
+        days, weekdays = self.sets[_DOM], self.sets[_DOW]
+        if not self.day_or and len(weekdays) == 7:  # any weekday: day-of-month values only
+            values = self.values[_DOM]
+            i = bisect.bisect_left(values, day)
+            return values[i] if i < len(values) and values[i] <= end else 0
+        weekday = (date(year, month, day).weekday() + 1) % 7  # 0 is Sunday
+        for d in range(day, end + 1):
+            if self.day_or:
+                if d in days or weekday in weekdays:
+                    return d
+            elif d in days and weekday in weekdays:
+                return d
+            weekday = weekday + 1 if weekday < 6 else 0
+        return 0
 
 
 def _croniter(expr: str, tokens: Sequence[str], day_or: bool) -> croniter:
@@ -394,14 +541,14 @@ def _croniter(expr: str, tokens: Sequence[str], day_or: bool) -> croniter:
 
 
 #: Compiled expressions in use: every schedule of one expression shares its ``_Spec`` (a
-#: croniter object costs more memory than the rest of a job), and recompiling costs more
-#: than the rest of registering a job.
+#: compiled expression costs more memory than the rest of a job), and recompiling costs
+#: more than the rest of registering a job.
 _SPECS: weakref.WeakValueDictionary[str, _Spec] = weakref.WeakValueDictionary()
 _SPECS_LOCK = threading.Lock()
 
 
 def _compile(expr: str) -> _Spec:
-    """Validate ``expr`` and build its croniter objects, or return the shared ones."""
+    """Validate ``expr`` and compile it, or return the shared compiled expression."""
     spec = _SPECS.get(expr)
     if spec is None:
         spec = _recent(expr)
@@ -435,40 +582,46 @@ def _compile_new(expr: str) -> _Spec:
             f"or 6 with seconds first, got {len(tokens)}",
         )
     parsed = [_parse_field(expr, i, tok) for i, tok in enumerate(tokens)]
-    canon = []
-    for tok, (values, last, nth) in zip(tokens, parsed, strict=True):
-        items = [str(v) for v in sorted(values)] + ["l"] * last
-        canon.append("*" if tok == "*" else ",".join(items + [f"{d}#{n}" for d, n in sorted(nth)]))
     dom_tok, dow_tok = tokens[_DOM], tokens[_DOW]
     day_or = not (dom_tok.startswith("*") or dow_tok.startswith("*"))
-    days, last, _ = parsed[_DOM]
-    months = parsed[_MONTH][0]
+    days, last, nth = parsed[_DOM].values, parsed[_DOM].last, parsed[_DOW].nth
+    months = parsed[_MONTH].values
     dom_never = not last and min(days, default=1) > max(_MONTH_DAYS[m - 1] for m in months)
-    first = 1 if implicit_seconds else 0
-    dom_side = [*canon[first:_DOW], "*"]
-    dow_side = [*canon[first:_DOM], "*", *canon[_MONTH:]]
-    if day_or and dom_never:
-        parts = [_croniter(expr, dow_side, False)]
-    elif day_or and parsed[_DOW][2]:  # croniter AND-s '#' with the day of month: split it
-        parts = [_croniter(expr, dom_side, False), _croniter(expr, dow_side, False)]
-    elif dom_never:
-        words = " or ".join(_MONTH_WORDS[m - 1] for m in sorted(months))
+    if dom_never and not day_or:
+        words = " or ".join(_MONTH_WORDS[m - 1] for m in months)
         raise ScheduleError(expr, f"never fires (there is no day {min(days)} in {words})")
-    else:
-        parts = [_croniter(expr, canon[first:], day_or)]
+    recipe: tuple[tuple[tuple[str, ...], bool], ...] = ()
+    if last or nth:  # croniter's: fields as explicit lists (see the module's docstring)
+        canon = []
+        for tok, field in zip(tokens, parsed, strict=True):
+            items = [str(v) for v in field.values] + ["l"] * field.last
+            nths = [f"{d}#{n}" for d, n in sorted(field.nth)]
+            canon.append("*" if tok == "*" else ",".join(items + nths))
+        first = 1 if implicit_seconds else 0
+        dom_side = (*canon[first:_DOW], "*")
+        dow_side = (*canon[first:_DOM], "*", *canon[_MONTH:])
+        if day_or and dom_never:
+            recipe = ((dow_side, False),)
+        elif day_or and nth:  # croniter AND-s '#' with the day of month: split it
+            recipe = ((dom_side, False), (dow_side, False))
+        else:
+            recipe = ((tuple(canon[first:]), day_or),)
     spec = _Spec(
         expr,
         tuple(tokens),
-        tuple(p[0] for p in parsed),
+        tuple(p.set for p in parsed),
         not any(tok.startswith("*") for tok in tokens[:3]),
         day_or,
-        tuple(parts),
+        None if recipe else tuple(p.values for p in parsed),
+        recipe,
         threading.Lock(),
     )
-    # Plain fields always match some date once the day-of-month check above passed; 'L' and
-    # '#' days are checked by asking croniter (a call that costs as much as the rest).
-    if (last or parsed[_DOW][2]) and spec.next_wall(_PROBE_FROM) is None:
-        raise ScheduleError(expr, "never fires (no date in 50 years matches it)")
+    if recipe:
+        spec.parts.extend(_croniter(expr, tokens, d) for tokens, d in recipe)  # validates
+        # Plain fields always match some date once the day-of-month check above passed; 'L'
+        # and '#' days are checked by asking croniter (a call that costs as much as the rest).
+        if spec.next_wall(_PROBE_FROM) is None:
+            raise ScheduleError(expr, "never fires (no date in 50 years matches it)")
     return spec
 
 
@@ -623,7 +776,7 @@ class CronSchedule:
         while True:
             seg = self._segment
             if not seg.start <= u < seg.end:
-                seg = self._segment = _segment(self.tz, u)
+                seg = self._segment = _shared_segment(self.tz, u)
             off = seg.offset
             if spec.fixed and seg.repeat_end is not None and u < seg.repeat_end:
                 wall = seg.repeat_end + off - _SECOND  # skip second occurrences after a fall-back

@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +21,8 @@ from cronhub.schedules import (
     CronSchedule,
     EverySchedule,
     Schedule,
+    _compile,
+    _Spec,
     _year_transitions,
     get_zone,
     iter_slots,
@@ -440,6 +442,152 @@ def test_every_properties(seconds, anchor, start, tz):
         steps, rest = divmod(slot - anchor, interval)
         assert rest == timedelta(0) and steps >= 0
         assert slot == slots[0] + n * interval
+
+
+# --------------------------------------------------------------------------- the field matcher
+
+
+def named_field(lo: int, hi: int, names: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """Numbers, names, ascending ranges (of either), steps and lists of them."""
+    index = st.integers(lo, hi - 1).flatmap(lambda a: st.tuples(st.just(a), st.integers(a + 1, hi)))
+
+    def spell(value: int) -> st.SearchStrategy[str]:
+        spelled = [str(value)]
+        if 0 <= value - (1 if names[0] == "jan" else 0) < len(names):
+            word = names[value - (1 if names[0] == "jan" else 0)]
+            spelled += [word, word.upper()]
+        return st.sampled_from(spelled)
+
+    single = st.integers(lo, hi).flatmap(spell)
+    span = index.flatmap(lambda p: st.tuples(spell(p[0]), spell(p[1])).map("-".join))
+    step = st.integers(2, max(2, (hi - lo) // 2)).map(str)
+    item = st.one_of(single, span, st.tuples(span, step).map("/".join))
+    return st.one_of(
+        st.just("*"),
+        step.map(lambda n: f"*/{n}"),
+        item,
+        st.lists(st.one_of(single, span), min_size=2, max_size=3).map(",".join),
+    )
+
+
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@st.composite
+def plain_expressions(draw: st.DrawFn) -> str:
+    """Expressions without 'L' or '#': every day rule, names, 5 and 6 fields."""
+    fields = [
+        draw(field(0, 59)),
+        draw(field(0, 23)),
+        draw(st.one_of(st.just("*"), field(1, 28), field(1, 31), st.sampled_from(["29", "31"]))),
+        draw(st.one_of(st.just("*"), named_field(1, 12, _MONTH_NAMES), st.just("2"))),
+        draw(st.one_of(st.just("*"), named_field(0, 7, _DAY_NAMES))),
+    ]
+    if draw(st.booleans()):  # 6 fields, seconds first
+        fields.insert(0, draw(st.one_of(st.just("0"), field(0, 59))))
+    return " ".join(fields)
+
+
+def croniter_next(expr: str, wall: datetime) -> datetime | None:
+    """croniter's next wall time after ``wall``, with cronhub's day rule; None if none."""
+    tokens = expr.split()
+    day_or = not (tokens[-3].startswith("*") or tokens[-1].startswith("*"))
+    it = croniter(expr, wall, day_or=day_or, second_at_beginning=len(tokens) == 6)
+    try:
+        return it.get_next(datetime)
+    except CroniterBadDateError:
+        return None
+
+
+def compiled(expr: str) -> _Spec:
+    try:
+        return _compile(expr)
+    except ScheduleError as exc:
+        assert "never fires" in str(exc)
+        assume(False)
+        raise
+
+
+walls = st.datetimes(datetime(1999, 1, 1), datetime(2041, 12, 31, 23, 59, 59)).map(
+    lambda d: d.replace(microsecond=0)
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(plain_expressions(), walls)
+def test_field_matcher_is_croniter(expr, wall):
+    spec = compiled(expr)
+    assert spec.values is not None and spec.parts == []  # matched here, no croniter object
+    assert spec._match_next(wall) == croniter_next(expr, wall), (expr, wall)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_expressions(), walls)
+def test_field_matcher_walks_like_croniter(expr, wall):
+    spec = compiled(expr)
+    tokens = expr.split()
+    day_or = not (tokens[-3].startswith("*") or tokens[-1].startswith("*"))
+    it = croniter(expr, wall, day_or=day_or, second_at_beginning=len(tokens) == 6)
+    current = wall
+    for _ in range(20):
+        found = spec.next_wall(current)  # through the memo, as schedules call it
+        assert found == it.get_next(datetime), (expr, current)
+        assert found is not None
+        current = found
+
+
+@pytest.mark.parametrize(
+    ("expr", "wall", "expected"),
+    [
+        # month ends, short months, leap years
+        ("0 0 31 * *", "2026-01-31 00:00:00", ["2026-03-31", "2026-05-31", "2026-07-31"]),
+        ("0 0 29 2 *", "2024-02-29 00:00:00", ["2028-02-29", "2032-02-29"]),
+        ("0 0 29 2 *", "2096-03-01 00:00:00", ["2104-02-29"]),  # 2100 is no leap year
+        ("0 0 29,30 * *", "2026-01-30 00:00:00", ["2026-03-29", "2026-03-30", "2026-04-29"]),
+        ("0 0 29 2 1", "2026-01-01 00:00:00", ["2026-02-02", "2026-02-09"]),  # OR: Mondays too
+        ("0 0 */28 2 *", "2027-02-01 00:00:00", ["2028-02-01", "2028-02-29", "2029-02-01"]),
+        ("0 0 29 2 */7", "2026-01-01 00:00:00", ["2032-02-29", "2060-02-29"]),  # AND: a Sunday
+        ("0 0 1 * *", "2026-12-31 23:59:59", ["2027-01-01"]),
+        # year ends and carries through every field
+        ("59 23 31 12 *", "2026-12-31 23:59:00", ["2027-12-31 23:59:00"]),
+        ("* * * * * *", "2026-12-31 23:59:59", ["2027-01-01 00:00:00", "2027-01-01 00:00:01"]),
+        ("30 * * * * *", "2026-12-31 23:59:30", ["2027-01-01 00:00:30"]),
+        ("0 0 * * sun", "2026-12-31 12:00:00", ["2027-01-03", "2027-01-10"]),
+        ("0 12 * jan-mar,DEC mon-fri", "2026-03-31 12:00:00", ["2026-12-01 12:00:00"]),
+        (
+            "*/20 9-17/4 * * *",
+            "2026-01-01 17:40:00",
+            ["2026-01-02 09:00:00", "2026-01-02 09:20:00"],
+        ),
+    ],
+)
+def test_field_matcher_examples(expr, wall, expected):
+    spec = _compile(expr)
+    assert spec.values is not None
+    got, current = [], datetime.fromisoformat(wall)
+    for _ in expected:
+        current = spec._match_next(current)
+        got.append(current)
+    assert got == [datetime.fromisoformat(e) for e in expected]
+    assert got[0] == croniter_next(expr, datetime.fromisoformat(wall))
+
+
+def test_field_matcher_strictly_after_and_none_past_year_9999():
+    spec = _compile("30 10 * * *")
+    assert spec._match_next(datetime(2026, 1, 1, 10, 30)) == datetime(2026, 1, 2, 10, 30)
+    assert spec._match_next(datetime(2026, 1, 1, 10, 29, 59, 999)) == datetime(2026, 1, 1, 10, 30)
+    with pytest.raises(ValueError):
+        spec._match_next(datetime(9999, 12, 31, 11))
+    assert CronSchedule("30 10 * * *").next_after(datetime(9999, 12, 31, 11, tzinfo=UTC)) is None
+
+
+def test_croniter_only_for_l_and_nth_days():
+    assert _compile("0 0 1 * 1").parts == []
+    for expr in ("0 0 L * *", "0 0 * * FRI#3", "0 0 1 * 5#3"):
+        spec = _compile(expr)
+        assert spec.values is None and spec.parts  # built (and checked) at compile time
+        assert all(isinstance(p, croniter) for p in spec.parts)
 
 
 # --------------------------------------------------------------------------- every, at, helpers
