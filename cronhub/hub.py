@@ -170,7 +170,8 @@ class Hub:
 
     def add_job(self, job: Job) -> None:
         """Register an application job; a second job of the same name is an error."""
-        job = job.replace(plugin="app")
+        if job.plugin != "app":  # a copy only when needed: jobs are immutable
+            job = job.replace(plugin="app")
         if job.name in self._app_jobs:
             raise DuplicateJobError(job.name, self.source, self.source)
         self._app_jobs[job.name] = job

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import types
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +29,8 @@ from cronhub.schedules import (
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UP_POLICIES: tuple[str, ...] = ("latest", "all", "none")
 BUILTIN_EXECUTORS: tuple[str, ...] = ("async", "thread", "process")
+_OVERLAPS: dict[str, Overlap] = {o.value: o for o in Overlap}
+_OVERLAP_VALUES: tuple[str, ...] = tuple(_OVERLAPS)
 
 
 class OnDemandSchedule:
@@ -203,7 +208,7 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
     run_on_startup = check.flag("run_on_startup", options.get("run_on_startup", False))
     check.parameters(signature, on_demand=on_demand, run_on_startup=run_on_startup)
     timeout = options.get("timeout")
-    overlap = check.choice("overlap", options.get("overlap", "skip"), [o.value for o in Overlap])
+    overlap = check.choice("overlap", options.get("overlap", "skip"), _OVERLAP_VALUES)
     executor = options.get("executor") or _default_executor(func)
     if not isinstance(executor, str) or not executor:
         raise JobDefinitionError(name, "executor", executor, "must be an executor name")
@@ -216,11 +221,11 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
             name, "executor", executor, "an async def job runs with executor='async'"
         )
     tags = options.get("tags") or ()
-    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+    if tags and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
         raise JobDefinitionError(name, "tags", tags, "must be a list of strings")
     description = options.get("description")
     if description is None:
-        description = (inspect.getdoc(func) or "").strip().split("\n", 1)[0]
+        description = _summary(func)
     interval = getattr(schedule, "interval", None)
     jitter = check.seconds("jitter", options.get("jitter", 0), allow_zero=True)
     if interval is not None and jitter and jitter >= interval.total_seconds():
@@ -239,7 +244,7 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
         retries=check.count("retries", options.get("retries", 0)),
         retry_delay=check.seconds("retry_delay", options.get("retry_delay", 10), allow_zero=True),
         backoff=check.number("backoff", options.get("backoff", 2.0), minimum=1.0),
-        overlap=Overlap(overlap),
+        overlap=_OVERLAPS[overlap],
         catch_up=check.choice("catch_up", options.get("catch_up", "latest"), CATCH_UP_POLICIES),
         misfire_grace=check.seconds(
             "misfire_grace", options.get("misfire_grace", 60), allow_zero=True
@@ -255,8 +260,54 @@ def make_job(func: Callable[..., Any], **options: Any) -> Job:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _first_doc_line(doc: str) -> str:
+    return inspect.cleandoc(doc).strip().split("\n", 1)[0]
+
+
+def _summary(func: Callable[..., Any]) -> str:
+    """The first line of ``func``'s docstring as :func:`inspect.getdoc` reads it, or ``""``.
+
+    Cached by docstring, not by function: nothing is kept alive, and a changed ``__doc__``
+    is read anew.
+    """
+    doc = getattr(func, "__doc__", None)
+    if isinstance(doc, str):
+        return _first_doc_line(doc)
+    if doc is None and type(func) is types.FunctionType:
+        qualname = func.__qualname__
+        # No class to inherit a docstring from (what getdoc looks for), so no docstring.
+        if "." not in qualname or "<locals>" in qualname:
+            return ""
+    return (inspect.getdoc(func) or "").strip().split("\n", 1)[0]
+
+
 def _default_executor(func: Callable[..., Any]) -> str:
     return "async" if inspect.iscoroutinefunction(func) else "thread"
+
+
+#: The cron schedules of jobs, by expression and zone: jobs with the same ones share a
+#: schedule (immutable but for its own caches), which saves a schedule object per job.
+_CRON_SCHEDULES: weakref.WeakValueDictionary[tuple[str, ZoneInfo], CronSchedule] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _cron_schedule(expression: str, tz: ZoneInfo) -> CronSchedule:
+    """``CronSchedule(expression, tz)``, shared with the other jobs that have the same."""
+    key = (expression, tz)
+    schedule = _CRON_SCHEDULES.get(key)
+    if schedule is None:
+        schedule = _CRON_SCHEDULES.setdefault(key, CronSchedule(expression, tz))
+    return schedule
+
+
+#: Durations already read, by ``(option, allow_zero, type, value)``: most jobs leave the
+#: duration options at their defaults (``"24h"``, ``60``...). Only values that were accepted;
+#: the type is part of the key, so ``1`` and ``True`` (equal as keys) stay apart.
+_SECONDS_MEMO: dict[tuple[str, bool, type, Any], float] = {}
+_SECONDS_MEMO_SIZE = 1024
+_MEMO_TYPES = (str, int, float)
 
 
 class _Checker:
@@ -346,7 +397,9 @@ class _Checker:
                     isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)
                 ):
                     raise self.fail("cron", value, "must be an expression or a list of them")
-                return CronSchedule(value, tz)
+                return (
+                    _cron_schedule(value, tz) if isinstance(value, str) else CronSchedule(value, tz)
+                )
             if kind == "every":
                 return EverySchedule(value, anchor=start)
             return AtSchedule(value, tz=tz)
@@ -354,14 +407,23 @@ class _Checker:
             raise self.fail(kind, value, exc.reason) from exc
 
     def seconds(self, option: str, value: Any, *, allow_zero: bool = False) -> float:
+        kind = type(value)
+        key = (option, allow_zero, kind, value) if kind in _MEMO_TYPES else None
+        if key is not None and (known := _SECONDS_MEMO.get(key)) is not None:
+            return known
         if isinstance(value, bool):
             raise self.fail(option, value, "must be seconds or a duration like '90s'")
         if allow_zero and isinstance(value, int | float) and value == 0:
             return 0.0
         try:
-            return parse_duration(value, what=option).total_seconds()
+            seconds = parse_duration(value, what=option).total_seconds()
         except ScheduleError as exc:
             raise self.fail(option, value, exc.reason) from exc
+        if key is not None:
+            if len(_SECONDS_MEMO) >= _SECONDS_MEMO_SIZE:
+                _SECONDS_MEMO.clear()
+            _SECONDS_MEMO[key] = seconds
+        return seconds
 
     def count(self, option: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

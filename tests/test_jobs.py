@@ -246,3 +246,65 @@ def test_window_and_every_anchor():
     start = datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC)
     job = cronhub.job(noop, name="anchored", every=timedelta(minutes=10), start=start)
     assert job.next_run(start) == start + timedelta(minutes=10)
+
+
+def test_options_read_before_are_still_checked():
+    # Accepted durations are remembered by option, type and value: never an error.
+    for _ in range(2):
+        job = cronhub.job(noop, name="d", every="1m", retry_delay="5m", misfire_grace=1)
+        assert (job.retry_delay, job.misfire_grace, job.catch_up_window) == (300.0, 1.0, 86400.0)
+        # True equals 1 as a dictionary key, but it is no duration
+        with pytest.raises(JobDefinitionError, match="option misfire_grace=True: must be sec"):
+            cronhub.job(noop, name="d", every="1m", misfire_grace=True)
+        with pytest.raises(JobDefinitionError, match="option retry_delay='5 parsecs'"):
+            cronhub.job(noop, name="d", every="1m", retry_delay="5 parsecs")
+
+
+def test_jobs_share_the_schedule_of_one_expression_and_zone():
+    a = cronhub.job(noop, name="a", cron="0 2 * * *", tz="Europe/Berlin")
+    b = cronhub.job(noop, name="b", cron="0 2 * * *", tz="Europe/Berlin")
+    c = cronhub.job(noop, name="c", cron="0 2 * * *")
+    assert a.schedule is b.schedule and c.schedule is not a.schedule
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    assert a.schedule.next_after(after) == datetime(2026, 1, 1, 1, tzinfo=UTC)
+    assert c.schedule.next_after(after) == datetime(2026, 1, 1, 2, tzinfo=UTC)
+
+
+class _Base:
+    def run(self) -> None:
+        """Inherited summary.
+
+        More text.
+        """
+
+
+class _Child(_Base):
+    def run(self) -> None:
+        pass
+
+
+def test_description_is_the_first_docstring_line_read_anew():
+    def documented() -> None:
+        """Refresh the cache.
+
+        Details.
+        """
+
+    assert cronhub.job(documented, name="x", every="1m").description == "Refresh the cache."
+    documented.__doc__ = "Changed."
+    assert cronhub.job(documented, name="x", every="1m").description == "Changed."
+    documented.__doc__ = None
+    assert cronhub.job(documented, name="x", every="1m").description == ""
+    assert cronhub.job(noop, name="x", every="1m").description == ""
+    # what inspect.getdoc finds: a method's docstring inherited from its base class
+    assert cronhub.job(_Child().run, name="x", every="1m").description == "Inherited summary."
+    assert cronhub.job(noop, name="x", every="1m", description="Mine").description == "Mine"
+
+
+def test_hub_registers_app_jobs_as_app(plugin_manager):
+    hub = cronhub.Hub(storage="memory://", plugin_manager=plugin_manager)
+    job = cronhub.job(noop, name="a", every="1m")
+    hub.add_job(job)
+    hub.add_job(job.replace(name="b", plugin="elsewhere"))
+    assert hub.jobs["a"] is job
+    assert (hub.jobs["a"].plugin, hub.jobs["b"].plugin) == ("app", "app")
