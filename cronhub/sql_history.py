@@ -236,13 +236,25 @@ class SqlHistory:
         return list(conn.execute(query).scalars())
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
-        """The newest run id of each job: ``max(id)`` per job, an index lookup each."""
-        query = sa.select(sa.func.max(runs.c.id)).where(runs.c.job == sa.bindparam("name"))
+        """The newest run id of each job: ``max(id)`` per job, an index lookup each.
+
+        One query per chunk of names, listed in a ``VALUES`` CTE (SQLite and PostgreSQL both
+        read ``WITH names(name) AS (VALUES ...)``): start-up asks for every job at once, and
+        a query per job took seconds at 100,000 jobs. Not ``GROUP BY job``, which would read
+        every run of those jobs.
+        """
         found: dict[str, int] = {}
-        for name in names:
-            run_id = conn.execute(query, {"name": name}).scalar()
-            if run_id is not None:
-                found[name] = run_id
+        for chunk in chunks(names):
+            listed = (
+                sa.values(sa.column("name", sa.String), name="names")
+                .data([(name,) for name in chunk])
+                .cte("names")
+            )
+            newest = sa.select(sa.func.max(runs.c.id)).where(runs.c.job == listed.c.name)
+            query = sa.select(listed.c.name, newest.scalar_subquery())
+            for name, run_id in conn.execute(query):
+                if run_id is not None:
+                    found[name] = run_id
         return found
 
     def set_paused(self, job: str, paused: bool, *, now: datetime) -> None:

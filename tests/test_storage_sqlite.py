@@ -22,6 +22,7 @@ from cronhub_storage_sqlite import plugin as sqlite_plugin
 from cronhub.errors import StorageError
 from cronhub.plugins import get_plugin_manager
 from cronhub.runs import ClaimOutcome, ClaimRequest, Completion, Overlap, RunStatus
+from cronhub.sql import SqlStorage
 from cronhub.sql_schema import SCHEMA_VERSION, build_metadata
 from cronhub.storage import RunFilter
 
@@ -217,6 +218,37 @@ def test_job_states_with_many_jobs_and_awkward_names(storage):
     assert storage.job_states(names[-4:]).keys() == set(names[-4:])
 
 
+def test_generic_last_run_ids_read_a_chunk_of_jobs_per_query(storage, db):
+    # The base class's query (PostgreSQL's, and SQLite's before 3.38) answers as the JSON one.
+    names = [f"job-{n}" for n in range(1200)] + ["it's", 'quo"te', "ünï", ""]
+    results = claim(storage, *[ClaimRequest(n, T0, overlap=Overlap.ALLOW) for n in names[::2]])
+    asked = [*names, "never-ran"]
+    queries: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        queries.append(statement)
+
+    engine = storage._engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        generic = storage._run(lambda c: SqlStorage._last_run_ids(storage, c, asked), write=False)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    json_each = storage._run(lambda c: storage._last_run_ids(c, asked), write=False)
+    assert generic == json_each == {r.request.job: r.run.id for r in results}
+    assert len([q for q in queries if "max(" in q]) == 3  # 1,205 names in chunks of 500
+    with sqlite3.connect(db) as conn:
+        plan = " ".join(
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN WITH names(name) AS (VALUES ('a'), ('b'))"
+                " SELECT names.name, (SELECT max(r.id) FROM cronhub_runs r"
+                " WHERE r.job = names.name) FROM names"
+            )
+        )
+    assert "COVERING INDEX ix_cronhub_runs_job" in plan and "SCAN cronhub_runs" not in plan
+
+
 # -- several processes on one file -------------------------------------------------------------
 
 WORKER = textwrap.dedent(
@@ -224,7 +256,8 @@ WORKER = textwrap.dedent(
     import json, random, sys, time
     from datetime import UTC, datetime, timedelta
     from cronhub_storage_sqlite import SqliteStorage
-    from cronhub.runs import ClaimOutcome, ClaimRequest, Overlap
+    from cronhub.sql import SqlStorage
+from cronhub.runs import ClaimOutcome, ClaimRequest, Overlap
 
     url, name, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
     t0 = datetime(2031, 3, 14, tzinfo=UTC)

@@ -527,11 +527,15 @@ class MemoryStorage:
             else:
                 names = list(dict.fromkeys(jobs))
             states: dict[str, JobState] = {}
-            for name in names:
-                row = self._jobs.get(name) or _JobRow()
-                ids = self._by_job.get(name)
-                last = _light(self._runs[ids[-1]]) if ids else None
-                states[name] = JobState(name, row.paused, row.high_water, last)
+            rows, by_job, runs = self._jobs, self._by_job, self._runs
+            for name in names:  # no default _JobRow per unknown job: start-up asks for all
+                row = rows.get(name)
+                ids = by_job.get(name)
+                last = _light(runs[ids[-1]]) if ids else None
+                if row is None:
+                    states[name] = JobState(name, False, None, last)
+                else:
+                    states[name] = JobState(name, row.paused, row.high_water, last)
             return states
 
     def set_paused(self, job: str, paused: bool, *, now: datetime) -> None:
