@@ -27,7 +27,6 @@ readings of ``5-5`` (every minute) and wrap-around ranges: a range must not run 
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -398,13 +397,13 @@ def _month_days(year: int, month: int) -> int:
     return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Spec:
-    """One compiled cron expression, shared between schedules (calls are locked).
+    """One compiled cron expression, shared between schedules and threads.
 
     Plain expressions (numbers, ranges, steps, lists, names) are matched here, field by
-    field; croniter, much slower, is kept for ``L`` and ``DAY#N`` days, and its objects are
-    built on first use only.
+    field, without state; croniter, much slower, is kept for ``L`` and ``DAY#N`` days (its
+    objects are stateful: calls are locked). Not changed after compiling but for the memo.
     """
 
     text: str
@@ -417,30 +416,32 @@ class _Spec:
     #: croniter's expressions (fields as written for it) and day rules: their union is the
     #: expression (2 parts only for an OR with '#'). Empty for a plain expression.
     recipe: tuple[tuple[tuple[str, ...], bool], ...]
-    lock: threading.Lock
+    #: croniter objects of :attr:`recipe` (built when first needed) and their lock, or
+    #: ``None`` for a plain expression.
+    parts: list[croniter] | None = None
+    lock: threading.Lock | None = None
     #: The last answer, ``(wall, next)``: it also answers every wall in ``[wall, next)``.
-    #: Jobs sharing this expression ask for the same next time at start-up.
-    last: list[datetime | None] = dataclasses.field(
-        default_factory=lambda: [datetime.max, datetime.min]
-    )
-    #: croniter objects of :attr:`recipe`, built when first needed.
-    parts: list[croniter] = dataclasses.field(default_factory=list)
+    #: Jobs sharing this expression ask for the same next time at start-up. Replaced whole,
+    #: so a thread always reads a consistent pair.
+    last: tuple[datetime, datetime] = (datetime.max, datetime.min)
 
     def next_wall(self, wall: datetime) -> datetime | None:
         """The first matching naive wall time strictly after ``wall``."""
-        with self.lock:
-            asked, answer = self.last
-            if asked is not None and answer is not None and asked <= wall < answer:
-                return answer
-            if self.values is not None:
-                answer = self._match_next(wall)
-            else:
-                answer = self._croniter_next(wall)
-            if answer is not None:
-                self.last[:] = [wall, answer]
-        return answer
+        asked, answer = self.last
+        if asked <= wall < answer:
+            return answer
+        if self.values is not None:
+            found = self._match_next(wall)
+        else:
+            assert self.lock is not None
+            with self.lock:
+                found = self._croniter_next(wall)
+        if found is not None:
+            self.last = (wall, found)
+        return found
 
     def _croniter_next(self, wall: datetime) -> datetime | None:
+        assert self.parts is not None
         if not self.parts:
             self.parts.extend(_croniter(self.text, tokens, d) for tokens, d in self.recipe)
         found = []
@@ -610,13 +611,14 @@ def _compile_new(expr: str) -> _Spec:
         expr,
         tuple(tokens),
         tuple(p.set for p in parsed),
-        not any(tok.startswith("*") for tok in tokens[:3]),
+        not (tokens[0].startswith("*") or tokens[1].startswith("*") or tokens[2].startswith("*")),
         day_or,
         None if recipe else tuple(p.values for p in parsed),
         recipe,
-        threading.Lock(),
+        parts=[] if recipe else None,
+        lock=threading.Lock() if recipe else None,
     )
-    if recipe:
+    if spec.parts is not None:
         spec.parts.extend(_croniter(expr, tokens, d) for tokens, d in recipe)  # validates
         # Plain fields always match some date once the day-of-month check above passed; 'L'
         # and '#' days are checked by asking croniter (a call that costs as much as the rest).
@@ -730,6 +732,9 @@ class CronSchedule:
         self.tz = get_zone(tz)
         self._specs = tuple(_compile(text) for text in texts)
         self._segment = _NO_SEGMENT
+        #: The last ``(after, next_after(after))``: jobs sharing this schedule ask for the
+        #: same ``after`` at start-up (replaced whole, so threads see a consistent pair).
+        self._asked: tuple[datetime | None, datetime | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"CronSchedule({self._written!r}, tz={self.tz.key!r})"
@@ -752,6 +757,9 @@ class CronSchedule:
         return timedelta(seconds=min([*gaps, ordered[0] + _DAY_SECONDS - ordered[-1]]))
 
     def next_after(self, after: datetime) -> datetime | None:
+        asked, answer = self._asked
+        if asked is not None and asked == after:  # equal instants (never a naive datetime)
+            return answer
         u = _utc_naive(after)
         try:
             if len(self._specs) == 1:
@@ -762,7 +770,9 @@ class CronSchedule:
                 found = min(slots, default=None)
         except (OverflowError, ValueError):  # past year 9999
             return None
-        return None if found is None else _aware(found)
+        answer = None if found is None else _aware(found)
+        self._asked = (after, answer)
+        return answer
 
     def _next(self, spec: _Spec, u: datetime) -> datetime | None:
         """First slot of ``spec`` after ``u`` (naive UTC, whole seconds).

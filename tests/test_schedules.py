@@ -518,7 +518,7 @@ walls = st.datetimes(datetime(1999, 1, 1), datetime(2041, 12, 31, 23, 59, 59)).m
 @given(plain_expressions(), walls)
 def test_field_matcher_is_croniter(expr, wall):
     spec = compiled(expr)
-    assert spec.values is not None and spec.parts == []  # matched here, no croniter object
+    assert spec.values is not None and spec.parts is None  # matched here: no croniter
     assert spec._match_next(wall) == croniter_next(expr, wall), (expr, wall)
 
 
@@ -582,8 +582,21 @@ def test_field_matcher_strictly_after_and_none_past_year_9999():
     assert CronSchedule("30 10 * * *").next_after(datetime(9999, 12, 31, 11, tzinfo=UTC)) is None
 
 
+def test_repeated_after_is_answered_again_the_same():
+    schedule = CronSchedule("0 9 * * 1-5", "Europe/Berlin")
+    after = datetime(2026, 1, 2, 9, tzinfo=UTC)  # a Friday, 10:00 in Berlin
+    monday = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    assert schedule.next_after(after) == schedule.next_after(after) == monday
+    # the same instant in another zone, then other instants: answered anew each time
+    assert schedule.next_after(after.astimezone(ZoneInfo("Asia/Tokyo"))) == monday
+    assert schedule.next_after(monday) == datetime(2026, 1, 6, 8, tzinfo=UTC)
+    assert schedule.next_after(after) == monday
+    with pytest.raises(ValueError, match="aware"):
+        schedule.next_after(after.replace(tzinfo=None))
+
+
 def test_croniter_only_for_l_and_nth_days():
-    assert _compile("0 0 1 * 1").parts == []
+    assert _compile("0 0 1 * 1").parts is None
     for expr in ("0 0 L * *", "0 0 * * FRI#3", "0 0 1 * 5#3"):
         spec = _compile(expr)
         assert spec.values is None and spec.parts  # built (and checked) at compile time
