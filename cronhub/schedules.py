@@ -587,7 +587,11 @@ def _compile_new(expr: str) -> _Spec:
     day_or = not (dom_tok.startswith("*") or dow_tok.startswith("*"))
     days, last, nth = parsed[_DOM].values, parsed[_DOM].last, parsed[_DOW].nth
     months = parsed[_MONTH].values
-    dom_never = not last and min(days, default=1) > max(_MONTH_DAYS[m - 1] for m in months)
+    dom_never = (
+        not last
+        and days[0] > 28  # the quick check: every month has days 1-28
+        and days[0] > max(_MONTH_DAYS[m - 1] for m in months)
+    )
     if dom_never and not day_or:
         words = " or ".join(_MONTH_WORDS[m - 1] for m in months)
         raise ScheduleError(expr, f"never fires (there is no day {min(days)} in {words})")
