@@ -336,7 +336,7 @@ class _Checker:
         # The job's own slots (and run_on_startup) call it without parameters.
         if on_demand and not run_on_startup:
             return
-        for name in signature.required:
+        for name in (p.name for p in signature.parameters if p.required):
             why = "run_on_startup calls it" if on_demand else "the job's own schedule calls it"
             raise JobDefinitionError(
                 self.job,

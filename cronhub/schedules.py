@@ -762,7 +762,14 @@ class CronSchedule:
 
     def next_after(self, after: datetime) -> datetime | None:
         asked, answer = self._asked
-        if asked is not None and asked == after:  # equal instants (never a naive datetime)
+        # The same instant: with the same zone, equal fields and fold (datetimes of one zone
+        # compare equal by their fields alone, a fall-back's two 02:30s too).
+        if (
+            asked is not None
+            and asked.tzinfo is after.tzinfo
+            and asked == after
+            and asked.fold == after.fold
+        ):
             return answer
         u = _utc_naive(after)
         try:

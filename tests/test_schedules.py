@@ -593,6 +593,15 @@ def test_repeated_after_is_answered_again_the_same():
     assert schedule.next_after(after) == monday
     with pytest.raises(ValueError, match="aware"):
         schedule.next_after(after.replace(tzinfo=None))
+    # a fall-back's two 01:30s are equal datetimes of one zone, an hour apart
+    berlin = ZoneInfo("Europe/Berlin")
+    quarterly = CronSchedule("*/15 * * * *", berlin)
+    first = datetime(2026, 10, 25, 2, 50, tzinfo=berlin)
+    second = first.replace(fold=1)
+    assert first == second and first.astimezone(UTC) != second.astimezone(UTC)
+    assert quarterly.next_after(first) == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+    assert quarterly.next_after(second) == datetime(2026, 10, 25, 2, 0, tzinfo=UTC)
+    assert quarterly.next_after(first) == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
 
 
 def test_croniter_only_for_l_and_nth_days():
