@@ -5,9 +5,9 @@ IANA zone), :class:`EverySchedule` (fixed intervals anchored to an instant) and
 :class:`AtSchedule` (one-off). ``next_after(after)`` returns the first slot strictly after
 ``after`` as an aware UTC datetime with whole seconds, or ``None`` when there is none.
 
-Cron time rules are Vixie/Debian cron's (design section 3). croniter only matches *wall-clock*
-times (naive, seconds first); this module maps wall times to instants with :mod:`zoneinfo`,
-one stretch of constant UTC offset at a time:
+Cron time rules are Vixie/Debian cron's (design section 3). Expressions are matched against
+*wall-clock* times (naive, seconds first); this module maps wall times to instants with
+:mod:`zoneinfo`, one stretch of constant UTC offset at a time:
 
 - a **fixed-time** expression (seconds, minute and hour fields do not start with ``*``) whose
   slot falls in a spring-forward gap fires once, at the transition (the first wall time after
@@ -20,8 +20,10 @@ one stretch of constant UTC offset at a time:
 Syntax: 5 fields, or 6 with seconds first; ``*``, numbers, ``a-b``, ``/step``, lists, month and
 weekday names (``JAN``, ``MON``; weekday 7 is Sunday), ``L`` (last day of the month) and
 ``DAY#N`` (Nth weekday of the month), and the aliases ``@hourly`` ... ``@yearly``. Fields are
-checked here and handed to croniter as explicit value lists, which sidesteps croniter's own
-readings of ``5-5`` (every minute) and wrap-around ranges: a range must not run backwards.
+checked here (a range must not run backwards). Wall times are matched here, field by field,
+except for ``L`` and ``#`` days: those expressions go to croniter (the reference the matcher is
+tested against, and ten times slower) as explicit value lists, which sidesteps croniter's own
+readings of ``5-5`` (every minute) and wrap-around ranges.
 """
 
 from __future__ import annotations
@@ -622,12 +624,10 @@ def _compile_new(expr: str) -> _Spec:
         parts=[] if recipe else None,
         lock=threading.Lock() if recipe else None,
     )
-    if spec.parts is not None:
-        spec.parts.extend(_croniter(expr, tokens, d) for tokens, d in recipe)  # validates
-        # Plain fields always match some date once the day-of-month check above passed; 'L'
-        # and '#' days are checked by asking croniter (a call that costs as much as the rest).
-        if spec.next_wall(_PROBE_FROM) is None:
-            raise ScheduleError(expr, "never fires (no date in 50 years matches it)")
+    # Plain fields always match some date once the day-of-month check above passed; 'L' and
+    # '#' days are checked by asking croniter, which builds (and checks) its objects.
+    if spec.parts is not None and spec.next_wall(_PROBE_FROM) is None:
+        raise ScheduleError(expr, "never fires (no date in 50 years matches it)")
     return spec
 
 
