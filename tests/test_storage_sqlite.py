@@ -256,8 +256,7 @@ WORKER = textwrap.dedent(
     import json, random, sys, time
     from datetime import UTC, datetime, timedelta
     from cronhub_storage_sqlite import SqliteStorage
-    from cronhub.sql import SqlStorage
-from cronhub.runs import ClaimOutcome, ClaimRequest, Overlap
+    from cronhub.runs import ClaimOutcome, ClaimRequest, Overlap
 
     url, name, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
     t0 = datetime(2031, 3, 14, tzinfo=UTC)
