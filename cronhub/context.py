@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -86,28 +85,69 @@ def release_logger(logger: RunLogger) -> None:
         logger.removeHandler(logger.capture)
 
 
-@dataclass
 class RunContext:
     """What a job function may take as its one argument.
 
-    ``ctx.cancelled`` turns true when the run should stop (a timeout in a thread, a lost
-    lease, a cancel from the dashboard, shutdown): a long thread job should check it.
+    ``ctx.log`` is the run's logger (what it logs becomes the run's ``log``); it is made the
+    first time a job uses it, so a job that never logs costs no logger. ``ctx.cancelled``
+    turns true when the run should stop (a timeout in a thread, a lost lease, a cancel from
+    the dashboard, shutdown): a long thread job should check it.
     """
 
-    job: Job
-    run: Run
-    log: logging.Logger
-    #: The nominal slot in UTC, or ``None`` for a manual run.
-    scheduled_for: datetime | None
-    attempt: int
-    params: dict[str, Any] = field(default_factory=dict)
-    _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    __slots__ = ("_cancelled", "_log", "attempt", "job", "params", "run", "scheduled_for")
+
+    #: Guards the first use of ``log`` (a thread job and the loop may both reach it).
+    _making_log = threading.Lock()
+
+    def __init__(
+        self,
+        job: Job | None,
+        run: Run,
+        log: logging.Logger | None = None,
+        scheduled_for: datetime | None = None,
+        attempt: int = 1,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.job = job
+        self.run = run
+        #: The nominal slot in UTC, or ``None`` for a manual run.
+        self.scheduled_for = scheduled_for
+        self.attempt = attempt
+        self.params: dict[str, Any] = {} if params is None else params
+        self._log = log
+        self._cancelled = False
+
+    def __repr__(self) -> str:
+        job = self.job.name if self.job is not None else self.run.job
+        return (
+            f"RunContext(job={job!r}, run={self.run.id!r}, "
+            f"scheduled_for={self.scheduled_for!r}, attempt={self.attempt!r})"
+        )
+
+    @property
+    def log(self) -> logging.Logger:
+        """The run's logger (``cronhub.job.<name>.<run id>``)."""
+        if self._log is None:
+            with self._making_log:
+                if self._log is None:
+                    self._log = run_logger(self.run.job, self.run.id)
+        return self._log
+
+    def log_text(self) -> str:
+        """What the run logged so far through :attr:`log` (empty if it never logged)."""
+        logger = self._log
+        return logger.text() if isinstance(logger, RunLogger) else ""
+
+    def release(self) -> None:
+        """Detach the log capture (the run ended)."""
+        if isinstance(self._log, RunLogger):
+            release_logger(self._log)
 
     @property
     def cancelled(self) -> bool:
         """``True`` once the run was asked to stop."""
-        return self._cancel_event.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Ask the job to stop (sets :attr:`cancelled`)."""
-        self._cancel_event.set()
+        self._cancelled = True

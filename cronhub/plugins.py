@@ -352,12 +352,22 @@ class CronhubPluginManager(pluggy.PluginManager):
                 return value
         return None
 
+    def listened(self, hook_name: str) -> bool:
+        """Whether calling ``hook_name`` reaches anyone (an implementation or a call listener).
+
+        The per-run hooks check it first: most installations implement neither, and a call
+        that reaches nobody still costs a coroutine per run.
+        """
+        return bool(self._call_listeners) or bool(getattr(self.hook, hook_name).get_hookimpls())
+
     async def call_each(self, hook_name: str, /, **kwargs: Any) -> list[HookError]:
         """Call every implementation of a notification hook; one failure never stops the rest.
 
         Awaitable results are awaited. Each failure is logged naming the plugin and returned.
         """
         errors: list[HookError] = []
+        if not self._call_listeners and not getattr(self.hook, hook_name).get_hookimpls():
+            return errors  # the common case of the per-run hooks: nobody listens
         for impl in self._plain_impls(hook_name, kwargs):
             if self._tracing:
                 log.info("hook %s -> plugin %s", hook_name, impl.plugin_name)

@@ -38,10 +38,15 @@ class AsyncExecutor:
 
     async def execute(self, job: Job, ctx: RunContext, timeout: float | None) -> Outcome:
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:  # no timer to arm (the common case)
                 result = _call(job, ctx)
                 if asyncio.iscoroutine(result):
                     await result
+            else:
+                async with asyncio.timeout(timeout):
+                    result = _call(job, ctx)
+                    if asyncio.iscoroutine(result):
+                        await result
         except TimeoutError as exc:
             ctx.cancel()
             if not ctx.cancelled:  # pragma: no cover - cancel() always sets it
