@@ -27,6 +27,15 @@ def _number(value: Any) -> float:
     return number
 
 
+def _seconds_or_zero(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    number = float(value)
+    if not 0 <= number <= 60:
+        raise ValueError("must be a number of seconds from 0 to 60")
+    return number
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -58,6 +67,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "lease_ttl": (_number, 30.0),
     "heartbeat_interval": (_number, 10.0),
     "reaper_interval": (_number, 5.0),
+    "claim_ahead": (_seconds_or_zero, 0.5),
     "shutdown_grace": (_number, 30.0),
     "retention_days": (_number, 90.0),
     "disable_plugins": (_names, []),

@@ -50,6 +50,8 @@ T = TypeVar("T")
 
 #: Most slots claimed in one storage transaction.
 CLAIM_BATCH = 500
+#: Seconds :meth:`Engine.stop` waits for the loop to finish the step it is in.
+STOP_TIMEOUT = 10.0
 #: Slots of ``run_on_startup`` use this schedule id, so they never collide with a cron slot.
 STARTUP_SCHEDULE = "@startup"
 
@@ -72,12 +74,21 @@ class Engine:
         self.reaper_interval = float(settings.get("reaper_interval"))
         self.shutdown_grace = float(settings.get("shutdown_grace"))
         self.retention = timedelta(days=float(settings.get("retention_days")))
+        #: Slots are claimed this long before they are due and started on time, so that the
+        #: storage's round trip is not part of a run's lateness.
+        self.claim_ahead = timedelta(seconds=max(0.0, float(settings.get("claim_ahead"))))
         self._reaper_step = timedelta(seconds=self.reaper_interval)
         self.jobs: dict[str, Job] = {}
         self.executors: dict[str, Executor] = {}
         self.lock: Lock | None = None
         self._heap: list[tuple[datetime, datetime, str]] = []
+        #: Slots taken from the heap ahead of time but claimed only when due: their job has a
+        #: run active here and an overlap policy that the claim decides (skip, queue, replace).
+        self._hold: list[tuple[datetime, datetime, str]] = []
+        #: Runs claimed ahead of their slot, waiting to start: ``(due, run id, run)``.
+        self._starts: list[tuple[datetime, int, Run]] = []
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="cronhub-storage")
+        self._inline_io = False  # set at start, from the storage's ``in_memory``
         self._wakeup: asyncio.Event | None = None
         self._stopping = False
         self._started = False
@@ -102,7 +113,14 @@ class Engine:
 
     # -- storage access ------------------------------------------------------------------
     async def io(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Call a blocking storage function in the storage thread pool."""
+        """Call a blocking storage function in the storage thread pool.
+
+        A storage whose data lives in this process's memory (``in_memory = True``) is called
+        in the loop's thread: its calls take microseconds, less than handing them to a thread
+        (whose Python code would then compete with the loop for the GIL).
+        """
+        if self._inline_io:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
@@ -129,6 +147,7 @@ class Engine:
             return
         self._wakeup = asyncio.Event()
         await self.io(lambda: self.hub.storage)
+        self._inline_io = getattr(self.hub.storage, "in_memory", False) is True
         self.jobs = dict(self.hub.jobs)
         self.lock = self.pm.call_provider("cronhub_lock", hub=self.hub)
         if self.lock is None:
@@ -185,10 +204,16 @@ class Engine:
         self._stopping = True
         self._wake()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            # The loop ends at its next step: a claim in flight is finished and its runs
+            # started, never cut off between the storage's commit and this process hearing
+            # of it (such runs would stay ``running`` under this instance).
+            done, _ = await asyncio.wait({self._loop_task}, timeout=STOP_TIMEOUT)
+            if not done:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
         await self.timers.stop()
+        await self._start_claimed_on_stop()
         await self.runs.shutdown(self.shutdown_grace if grace is None else grace)
         await self.delivery.stop()
         unsubscribe = getattr(self.hub.storage, "unsubscribe", None)
@@ -199,6 +224,20 @@ class Engine:
         self._pool.shutdown(wait=True)
         self._started = False
         log.info("scheduler stopped: instance %s", self.instance)
+
+    async def _start_claimed_on_stop(self) -> None:
+        """Start the runs claimed ahead of their slot (at most ``claim_ahead`` away).
+
+        They are this instance's: no other instance may run those slots, so they start on
+        time and the shutdown's grace covers them like any other run.
+        """
+        while self._starts:
+            due, _, run = heapq.heappop(self._starts)
+            delay = (due - self.clock.now()).total_seconds()
+            if delay > 0:
+                # Real time, bounded by claim_ahead (a test's fake clock may never get there).
+                await asyncio.sleep(min(delay, self.claim_ahead.total_seconds()))
+            self.runs.launch(run)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop gracefully."""
@@ -252,8 +291,7 @@ class Engine:
         job = self.jobs.get(str(event.get("job")))
         if kind == "job.resumed" and job is not None:
             # As in set_paused: paused time is not caught up, the job's slots restart now.
-            self._heap = [e for e in self._heap if e[2] != job.name]
-            heapq.heapify(self._heap)
+            self._drop_entries({job.name})
             self._push_next(job, self.clock.now())
             self._wake()
         elif kind in ("run.queued", "reconnected"):
@@ -286,6 +324,7 @@ class Engine:
         if keys:
             self._heap = [entry for entry in self._heap if entry[2] not in keys]
             heapq.heapify(self._heap)
+            self._hold = [entry for entry in self._hold if entry[2] not in keys]
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
@@ -294,6 +333,8 @@ class Engine:
             now = self.clock.now()
             try:
                 await self._fire_due(now)
+                if self._stopping:
+                    break
                 if self._next_housekeeping is None or now >= self._next_housekeeping:
                     await self._housekeeping(now)
             except Exception:
@@ -304,10 +345,16 @@ class Engine:
 
     async def _sleep_until_due(self) -> None:
         assert self._wakeup is not None
+        if self._stopping:
+            return
         now = self.clock.now()
         deadlines = [d for d in (self._next_housekeeping, self._retry_claims_at) if d]
         if self._heap:
-            deadlines.append(self._heap[0][0])
+            deadlines.append(self._heap[0][0] - self.claim_ahead)
+        if self._starts:
+            deadlines.append(self._starts[0][0])
+        if self._hold:
+            deadlines.append(min(entry[0] for entry in self._hold))
         longest = float(getattr(self.clock, "max_sleep", 60.0))
         delay = (
             max(0.0, min((d - now).total_seconds() for d in deadlines)) if deadlines else longest
@@ -321,16 +368,29 @@ class Engine:
             for task in (sleeper, waker):
                 task.cancel()
 
+    def _start_claimed(self, now: datetime) -> None:
+        """Start the runs claimed ahead whose slot has come."""
+        while self._starts and self._starts[0][0] <= now:
+            _, _, run = heapq.heappop(self._starts)
+            self.runs.launch(run)
+
     async def _fire_due(self, now: datetime) -> None:
+        self._start_claimed(now)
         if self._retry_claims_at and now < self._retry_claims_at:
             return
-        due: list[tuple[datetime, datetime, str]] = []
-        while self._heap and self._heap[0][0] <= now and len(due) < CLAIM_BATCH:
+        horizon = now + self.claim_ahead
+        due, self._hold = self._hold, []
+        while self._heap and self._heap[0][0] <= horizon and len(due) < CLAIM_BATCH:
             due.append(heapq.heappop(self._heap))
         if not due:
             return
         requests: list[ClaimRequest] = []
-        for due_at, slot, key in due:
+        #: When each slot claimed ahead starts: ``(job, schedule id, slot) -> due``.
+        starts: dict[tuple[str, str, datetime], datetime] = {}
+        taken: list[tuple[datetime, datetime, str]] = []  # the entries claimed now
+        busy: set[str] | None = None  # jobs with a run active here (read when first needed)
+        for entry in due:
+            due_at, slot, key = entry
             schedule_id = ""
             params: dict[str, Any] = {}
             if key.startswith(KEY_PREFIX):
@@ -341,6 +401,16 @@ class Engine:
                 schedule_id, params = timer.schedule.id, timer.schedule.params
             else:
                 job = self.jobs[key]
+            if due_at > now:
+                if job.overlap is not Overlap.ALLOW:
+                    busy = self.runs.active_jobs() if busy is None else busy
+                    if job.name in busy:
+                        # Whether it runs depends on that run ending before the slot: the
+                        # claim decides at the slot's time.
+                        self._hold.append(entry)
+                        continue
+                starts[(job.name, schedule_id, slot)] = due_at
+            taken.append(entry)
             if (now - due_at).total_seconds() > job.misfire_grace:
                 plan = plan_late_slots(job, slot - timedelta(microseconds=1), now)
                 late = plan.requests
@@ -366,18 +436,18 @@ class Engine:
                 )
                 self._push_next(job, slot, key)
         try:
-            await self._claim(requests)
+            await self._claim(requests, starts)
         except Exception as exc:
             # Put the slots back: they are claimed when storage answers again, or found late
             # and caught up. Exactly-once does not depend on this process remembering them.
             log.error("cannot claim %d slot(s): %s; retrying", len(requests), exc)
-            for entry in due:
+            for entry in taken:
                 heapq.heappush(self._heap, entry)
-            self._drop_pushed_after(due)
+            self._drop_pushed_after(taken)
             self._retry_claims_at = now + timedelta(seconds=1)
             return
         self._retry_claims_at = None
-        if self._heap and self._heap[0][0] <= self.clock.now():
+        if self._heap and self._heap[0][0] <= self.clock.now() + self.claim_ahead:
             self._wake()  # more than one batch was due
 
     def _drop_pushed_after(self, due: Sequence[tuple[datetime, datetime, str]]) -> None:
@@ -396,7 +466,12 @@ class Engine:
         self._heap = rest + list(kept.values())
         heapq.heapify(self._heap)
 
-    async def _claim(self, requests: Sequence[ClaimRequest]) -> None:
+    async def _claim(
+        self,
+        requests: Sequence[ClaimRequest],
+        starts: dict[tuple[str, str, datetime], datetime] | None = None,
+    ) -> None:
+        """Claim ``requests``; start what was claimed, at its time in ``starts`` if given."""
         assert self.lock is not None
         for start in range(0, len(requests), CLAIM_BATCH):
             batch = list(requests[start : start + CLAIM_BATCH])
@@ -408,15 +483,24 @@ class Engine:
                 now=self.clock.now(),
                 lease_ttl=self.lease_ttl,
             )
+            launched = False
+            now = self.clock.now()
             for result in results:
                 if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
-                    self.runs.launch(result.run)
-                    # The reaper's rounds again (they rest while nothing is active, above).
-                    self._schedule_housekeeping(self.clock.now() + self._reaper_step)
+                    run = result.run
+                    when = starts and starts.get((run.job, run.schedule_id, run.scheduled_for))
+                    if when and when > now:
+                        heapq.heappush(self._starts, (when, run.id, run))
+                    else:
+                        self.runs.launch(run)
+                    launched = True
                 elif result.outcome is ClaimOutcome.RECORDED and result.run is not None:
                     if result.run.status is RunStatus.QUEUED:
                         self._schedule_housekeeping(self.clock.now())
                     await self.runs.recorded(result.run)
+            if launched:
+                # The reaper's rounds again (they rest while nothing is active, above).
+                self._schedule_housekeeping(self.clock.now() + self._reaper_step)
             missed = [
                 r.run
                 for r in results
@@ -634,8 +718,7 @@ class Engine:
         )
         if not paused:
             # Paused time is not caught up: restart the job's slots from now.
-            self._heap = [e for e in self._heap if e[2] != job.name]
-            heapq.heapify(self._heap)
+            self._drop_entries({job.name})
             self._push_next(job, self.clock.now())
             self._wake()
 
@@ -644,6 +727,9 @@ class Engine:
         run = await self.io_retry("cancel", self.hub.storage.cancel, run_id, now=self.clock.now())
         if run is not None:
             self.runs.cancel_local(run_id, "cancelled")
+            if any(entry[1] == run_id for entry in self._starts):  # claimed ahead, not started
+                self._starts = [entry for entry in self._starts if entry[1] != run_id]
+                heapq.heapify(self._starts)
         return run
 
     async def wait_idle(self, timeout: float = 10.0) -> None:

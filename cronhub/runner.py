@@ -16,10 +16,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cronhub.alerting import Streak, streaks_of
-from cronhub.context import RunContext, release_logger, run_logger
+from cronhub.context import RunContext
 from cronhub.executors import Outcome
 from cronhub.runs import Completion, Run, RunStatus
 
@@ -38,7 +38,10 @@ SHUTDOWN = "shutdown"
 class _Active:
     run: Run
     ctx: RunContext | None = None
-    task: asyncio.Task[Outcome] | None = None
+    #: The task the body runs in (the run's own task, or one of its own for a direct run).
+    task: asyncio.Task[Any] | None = None
+    #: ``True`` while the body runs: only then does a cancel cancel ``task``.
+    in_body: bool = False
     renewed_at: float = 0.0
     cancel_reason: str | None = None
     #: The job's failure streak read from storage before the outcome is written (alerts of
@@ -100,12 +103,17 @@ class RunManager:
         if run.id in self._seen:
             return
         self._remember(run.id)
-        self._active[run.id] = _Active(run, renewed_at=self.engine.clock.monotonic())
+        entry = self._active[run.id] = _Active(run, renewed_at=self.engine.clock.monotonic())
         if self._has_active is not None:
             self._has_active.set()
         task = asyncio.create_task(self.execute(run), name=f"cronhub-run-{run.id}")
+        entry.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def active_jobs(self) -> set[str]:
+        """The jobs with a run active here."""
+        return {entry.run.job for entry in self._active.values()}
 
     def known(self, run_id: int) -> bool:
         """Whether this instance started (or is running) run ``run_id`` recently."""
@@ -121,17 +129,25 @@ class RunManager:
         log.debug("job %s: slot %s recorded as %s", run.job, run.scheduled_for, run.status)
 
     async def execute(self, run: Run, *, direct: bool = False) -> Run:
-        """Run ``run`` (already ``running`` under this instance) and record how it ended."""
+        """Run ``run`` (already ``running`` under this instance) and record how it ended.
+
+        A launched run's body runs in this task (one task per run, so a burst of runs starts
+        its bodies in order, each right after its own start-up); ``direct`` (``cronhub run``)
+        runs it in a task of its own.
+        """
         engine = self.engine
         clock = engine.clock
-        entry = self._active.setdefault(run.id, _Active(run, renewed_at=clock.monotonic()))
+        entry = self._active.get(run.id)
+        if entry is None:
+            entry = self._active[run.id] = _Active(run, renewed_at=clock.monotonic())
+            self._remember(run.id)
         if self._has_active is not None:
             self._has_active.set()
-        self._remember(run.id)
         job = engine.jobs.get(run.job)
-        logger = run_logger(run.job, run.id)
+        started_at = clock.now()
         started = clock.monotonic()
         wall_started = time.monotonic()
+        ctx: RunContext | None = None
         try:
             if job is None:
                 outcome = Outcome(
@@ -140,12 +156,19 @@ class RunManager:
                     error_message=f"job {run.job!r} is not defined on instance {engine.instance}",
                 )
             else:
-                ctx = RunContext(job, run, logger, run.scheduled_for, run.attempt, dict(run.params))
-                entry.ctx = ctx
-                await engine.pm.call_each("cronhub_run_started", run=run)
-                outcome = await self._run_body(job, ctx, entry)
+                params = dict(run.params) if run.params else {}
+                ctx = entry.ctx = RunContext(job, run, None, run.scheduled_for, run.attempt, params)
+                if engine.pm.listened("cronhub_run_started"):
+                    await engine.pm.call_each("cronhub_run_started", run=run)
+                outcome = await self._run_body(job, ctx, entry, inline=not direct)
+                if not direct:
+                    # Let the runs started with this one start their bodies before this one
+                    # records its outcome (a burst of due runs starts sooner).
+                    await asyncio.sleep(0)
         finally:
-            release_logger(logger)
+            if ctx is not None:
+                ctx.release()
+        log_text = ctx.log_text() if ctx is not None else ""
         if entry.cancel_reason == LEASE_LOST:
             self._active.pop(run.id, None)
             log.warning("run %d of %s: lease lost; cancelled without recording", run.id, run.job)
@@ -156,8 +179,11 @@ class RunManager:
         elapsed = max(clock.monotonic() - started, time.monotonic() - wall_started)
         # Batched outcomes get their alerts in the writer, which reads the streaks of a whole
         # batch in one query (one read per run cost more than the run at high rates).
+        # Recorded as started when it was claimed (ahead of its slot, or before it waited for
+        # the loop): the history shows when it really started.
+        real_start = started_at if run.started_at is None or started_at > run.started_at else None
         completion = self._completion(
-            job, run, outcome, logger.text(), now, elapsed, entry, alerts=direct
+            job, run, outcome, log_text, now, elapsed, entry, alerts=direct, started_at=real_start
         )
         try:
             if direct:
@@ -181,6 +207,7 @@ class RunManager:
             # the row holds this completion, the first attempt wrote it.
             written = await self._wrote_before(run, completion)
         finished = run.replace(
+            started_at=completion.started_at or run.started_at,
             status=completion.status,
             finished_at=completion.finished_at,
             duration_ms=completion.duration_ms,
@@ -204,7 +231,8 @@ class RunManager:
         elif job is not None and job.overlap != "allow":
             # A queued run of this job (overlap "queue", catch-up) may be waiting for this one.
             engine._schedule_housekeeping(now)
-        await engine.pm.call_each("cronhub_run_finished", run=finished)
+        if engine.pm.listened("cronhub_run_finished"):
+            await engine.pm.call_each("cronhub_run_finished", run=finished)
         return finished
 
     async def _wrote_before(self, run: Run, completion: Completion) -> bool:
@@ -220,19 +248,37 @@ class RunManager:
             and stored.finished_at == completion.finished_at
         )
 
-    async def _run_body(self, job: Job, ctx: RunContext, entry: _Active) -> Outcome:
+    async def _run_body(
+        self, job: Job, ctx: RunContext, entry: _Active, *, inline: bool = True
+    ) -> Outcome:
+        if entry.cancel_reason is not None:  # cancelled before its body started
+            return Outcome(
+                RunStatus.CANCELLED, error_type="Cancelled", error_message=entry.cancel_reason
+            )
         executor = self.engine.executors[job.name]
-        task = asyncio.create_task(executor.execute(job, ctx, job.timeout))
-        entry.task = task
+        if not inline:
+            task = asyncio.create_task(executor.execute(job, ctx, job.timeout))
+            entry.task = task
+        entry.in_body = True
         try:
+            if inline:
+                return await executor.execute(job, ctx, job.timeout)
             return await task
         except asyncio.CancelledError:
-            if not task.cancelled():
+            if not inline and not task.cancelled():
                 raise
+            if inline:
+                # The run's own task was cancelled (cancel_local, shutdown): the run ends
+                # cancelled and the task goes on to record it.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
             reason = entry.cancel_reason or "cancelled"
             return Outcome(RunStatus.CANCELLED, error_type="Cancelled", error_message=reason)
         except Exception as exc:  # an executor must not raise, but one from a plugin might
             return Outcome.from_exception(exc)
+        finally:
+            entry.in_body = False
 
     def _completion(
         self,
@@ -245,6 +291,7 @@ class RunManager:
         entry: _Active,
         *,
         alerts: bool = True,
+        started_at: datetime | None = None,
     ) -> Completion:
         status = outcome.status
         retry_at = None
@@ -267,6 +314,7 @@ class RunManager:
             log=log_text + outcome.log,
             retry_at=retry_at,
             dead_letter=dead_letter,
+            started_at=started_at,
         )
         return self._with_alerts(job, run, completion, entry.streak) if alerts else completion
 
@@ -400,7 +448,7 @@ class RunManager:
         entry.cancel_reason = entry.cancel_reason or reason
         if entry.ctx is not None:
             entry.ctx.cancel()
-        if entry.task is not None and not entry.task.done():
+        if entry.task is not None and entry.in_body and not entry.task.done():
             entry.task.cancel()
         return True
 

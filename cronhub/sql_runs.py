@@ -65,7 +65,15 @@ _FINISH_MANY = (
         runs.c.instance == sa.bindparam("b_instance"),
         runs.c.status == RunStatus.RUNNING.value,
     )
-    .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in _FINISH_COLUMNS})
+    .values(
+        {
+            **{c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in _FINISH_COLUMNS},
+            # When the run really started (it was recorded as started when it was claimed).
+            "started_at": sa.func.coalesce(
+                sa.bindparam("b_started_at", type_=runs.c.started_at.type), runs.c.started_at
+            ),
+        }
+    )
 )
 
 
@@ -556,29 +564,34 @@ class SqlRuns:
         at its start cannot change before its update, so every row read is a row updated.
         """
         ids = list(dict.fromkeys(run_id for run_id, _ in completions))
-        rows: dict[int, RowMapping] = {}
+        # Only what the update needs (the start of each fenced row); whole rows are read
+        # for the few outcomes that queue a retry or raise an alert.
+        rows: dict[int, datetime | None] = {}
         for chunk in chunks(ids):
-            select = sa.select(*runs.c).where(
+            select = sa.select(runs.c.id, runs.c.started_at).where(
                 runs.c.id.in_(chunk),
                 runs.c.instance == instance,
                 runs.c.status == RunStatus.RUNNING.value,
             )
-            rows.update((row["id"], row) for row in conn.execute(select).mappings())
+            rows.update((run_id, started) for run_id, started in conn.execute(select))
         answers: list[bool] = []
         params: list[dict[str, Any]] = []
-        follow: list[tuple[RowMapping, Completion, datetime]] = []
+        follow: list[tuple[int, Completion, datetime]] = []
         for run_id, completion in completions:
-            row = rows.pop(run_id, None)  # popped: a run listed twice is ended once
-            answers.append(row is not None)
-            if row is None:
+            owned = run_id in rows
+            answers.append(owned)
+            if not owned:
                 continue
+            row_started = rows.pop(run_id)  # popped: a run listed twice is ended once
             finished_at = completion.finished_at.astimezone(UTC)
+            started_at = completion.started_at
             duration = completion.duration_ms
             if duration is None:
-                duration = duration_ms(row["started_at"], finished_at)
+                duration = duration_ms(started_at or row_started, finished_at)
             params.append(
                 {
                     "b_id": run_id,
+                    "b_started_at": None if started_at is None else utc(started_at),
                     "b_instance": instance,
                     "b_status": completion.status.value,
                     "b_finished_at": finished_at,
@@ -592,12 +605,21 @@ class SqlRuns:
                 }
             )
             if completion.retry_at is not None or completion.alerts:
-                follow.append((row, completion, finished_at))
+                follow.append((run_id, completion, finished_at))
         if params:
-            conn.execute(_FINISH_MANY, params)
-        for row, completion, finished_at in follow:
-            self._follow_up(conn, row, completion, now=finished_at)
+            self._update_finished(conn, params)
+        if follow:
+            full: dict[int, RowMapping] = {}
+            for chunk in chunks([run_id for run_id, _, _ in follow]):
+                found = conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings()
+                full.update((row["id"], row) for row in found)
+            for run_id, completion, finished_at in follow:
+                self._follow_up(conn, full[run_id], completion, now=finished_at)
         return answers
+
+    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+        """Run :data:`_FINISH_MANY` for ``params`` (a backend may run it its own faster way)."""
+        conn.execute(_FINISH_MANY, params)
 
     def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
         fence = [
@@ -623,6 +645,8 @@ class SqlRuns:
             "log": completion.log,
             "dead_letter": completion.dead_letter,
         }
+        if completion.started_at is not None:
+            values["started_at"] = utc(completion.started_at)
         if conn.execute(sa.update(runs).where(*fence).values(values)).rowcount != 1:
             return False
         self._follow_up(conn, row, completion, now=finished_at)

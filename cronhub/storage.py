@@ -18,7 +18,9 @@ Optional capabilities the engine uses when a backend has them:
 - ``watch_schedules(callback) -> unwatch``: ``callback()`` after each schedule change made
   through this storage object (in this process), so a change made here is picked up at once;
 - ``process_local = True``: nothing outside this process can change the data (``memory://``),
-  so watching is enough and :meth:`Storage.schedules_revision` need not be polled.
+  so watching is enough and :meth:`Storage.schedules_revision` need not be polled;
+- ``in_memory = True``: every call works on this process's memory and never blocks, so the
+  engine calls it in the event loop's thread rather than in its storage thread pool.
 
 Without events from other processes, each engine reads ``schedules_revision()`` once a second.
 """

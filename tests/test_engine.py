@@ -261,7 +261,12 @@ async def test_slots_older_than_the_window_are_summarised_not_enumerated(plugin_
     history = runs(hub, job="busy")
     [record] = [r for r in history if r.status == "missed"]
     caught = [r for r in history if r.trigger == "catch_up"]
-    on_time = [r for r in history[1:] if r.trigger == "schedule" and r.status != "missed"]
+    now = clock.now()  # a slot less than claim_ahead away may be claimed too: not counted
+    on_time = [
+        r
+        for r in history[1:]
+        if r.trigger == "schedule" and r.status != "missed" and r.scheduled_for <= now
+    ]
     assert record.missed_count + len(caught) + len(on_time) == 7 * 86400 - 1
     assert record.scheduled_for.isoformat() == "2026-01-05T00:00:02+00:00"
 
@@ -555,3 +560,113 @@ async def test_a_plugin_lock_sees_every_claim_and_heartbeat(ehub, clock, registe
     [run] = runs(ehub, job="audited")
     assert run.status == "succeeded"
     assert ("claim", ["audited"]) in calls and ("heartbeat", [run.id]) in calls
+
+
+# -- claiming ahead ----------------------------------------------------------------------------
+
+
+async def test_a_slot_is_claimed_ahead_and_starts_at_its_time(ehub, clock):
+    started = []
+
+    @ehub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        started.append((clock.now(), ctx.scheduled_for))
+
+    engine = Engine(ehub)
+    await engine.start()
+    slot = datetime(2026, 1, 5, 0, 1, tzinfo=UTC)
+    await advance_to(engine, clock, "2026-01-05T00:00:59.4+00:00")
+    assert runs(ehub) == []  # not yet: 0.6 s before the slot
+    await advance_to(engine, clock, "2026-01-05T00:00:59.6+00:00")
+    [claimed] = runs(ehub)
+    assert claimed.status == RunStatus.RUNNING
+    assert claimed.scheduled_for == slot
+    assert claimed.started_at == datetime(2026, 1, 5, 0, 0, 59, 500000, tzinfo=UTC)
+    assert started == []  # claimed, not started
+    await advance_to(engine, clock, "2026-01-05T00:01:00.5+00:00")
+    await engine.stop()
+    assert started == [(slot, slot)]
+    [done] = [r for r in runs(ehub) if r.scheduled_for == slot]
+    assert done.status == RunStatus.SUCCEEDED
+    assert done.started_at == slot  # the row says when it really started
+
+
+async def test_claim_ahead_zero_claims_at_the_due_time(plugin_manager, clock):
+    hub = make_hub(plugin_manager, clock, claim_ahead=0)
+    hub.job(lambda: None, cron="* * * * *", name="minutely")
+    engine = Engine(hub)
+    await engine.start()
+    await advance_to(engine, clock, "2026-01-05T00:00:59.9+00:00")
+    assert runs(hub) == []
+    await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+    await engine.stop()
+    assert [r.status for r in runs(hub)] == [RunStatus.SUCCEEDED]
+    hub.close()
+
+
+async def test_a_job_running_here_is_claimed_at_its_slot_so_that_it_does_not_skip(ehub, clock):
+    release = asyncio.Event()
+    ran = []
+
+    @ehub.job(every="1m", name="long", executor="async")  # overlap "skip"
+    async def long(ctx):
+        ran.append(ctx.scheduled_for)
+        if len(ran) == 1:
+            await release.wait()
+
+    async def settle() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0)
+
+    engine = Engine(ehub)
+    await engine.start()
+    await advance_to(engine, clock, "2026-01-05T00:00:59+00:00")
+    clock.advance(1.0)  # the first slot starts; its body waits for the event
+    await settle()
+    assert len(ran) == 1
+    # 0.2 s before the next slot the first run is still active: that slot is not claimed yet
+    # (claimed now, it would be recorded as skipped).
+    clock.advance(59.8)
+    await settle()
+    assert [r.status for r in runs(ehub)] == [RunStatus.RUNNING]
+    release.set()  # it ends before the slot
+    await settle()
+    await advance_to(engine, clock, "2026-01-05T00:02:00.1+00:00")
+    await engine.stop()
+    assert [r.status for r in runs(ehub)] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert len(ran) == 2
+
+
+async def test_stop_starts_what_it_claimed_ahead_and_leaves_nothing_running(ehub, clock):
+    ran = []
+
+    @ehub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        ran.append(ctx.scheduled_for)
+
+    engine = Engine(ehub)
+    await engine.start()
+    await advance_to(engine, clock, "2026-01-05T00:00:59.7+00:00")
+    assert [r.status for r in runs(ehub)] == [RunStatus.RUNNING]
+    await engine.stop()
+    assert ran == [datetime(2026, 1, 5, 0, 1, tzinfo=UTC)]
+    assert [r.status for r in runs(ehub)] == [RunStatus.SUCCEEDED]
+
+
+async def test_cancelling_a_run_claimed_ahead_keeps_it_from_starting(ehub, clock):
+    ran = []
+
+    @ehub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        ran.append(ctx.scheduled_for)
+
+    engine = Engine(ehub)
+    await engine.start()
+    await advance_to(engine, clock, "2026-01-05T00:00:59.7+00:00")
+    [claimed] = runs(ehub)
+    cancelled = await engine.cancel(claimed.id)
+    assert cancelled is not None and cancelled.status == RunStatus.CANCELLED
+    await advance_to(engine, clock, "2026-01-05T00:01:00.5+00:00")
+    await engine.stop()
+    assert ran == []
+    assert [r.status for r in runs(ehub)] == [RunStatus.CANCELLED]

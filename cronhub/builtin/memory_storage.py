@@ -79,6 +79,7 @@ class MemoryStorage:
     #: Only this process can change the data: watching schedule changes is enough, the
     #: engine need not poll :meth:`schedules_revision`.
     process_local = True
+    in_memory = True
 
     def __init__(self, url: str = "memory://", *, retention: timedelta | None = None) -> None:
         #: The URL it was created for (a memory URL carries no secret).
@@ -356,11 +357,15 @@ class MemoryStorage:
         run = self._runs.get(run_id)
         if run is None or run.status is not RunStatus.RUNNING or run.instance != instance:
             return False
+        started_at = run.started_at
+        if completion.started_at is not None:
+            started_at = completion.started_at.astimezone(UTC)
         duration = completion.duration_ms
         if duration is None:
-            duration = _duration_ms(run.started_at, finished_at)
+            duration = _duration_ms(started_at, finished_at)
         ended = self._put(
             run.replace(
+                started_at=started_at,
                 status=completion.status,
                 finished_at=finished_at,
                 duration_ms=duration,

@@ -124,9 +124,11 @@ _FINISH_COLUMNS = (
     ("traceback", "text"),
     ("log", "text"),
     ("dead_letter", "boolean"),
+    ("started_at", "timestamptz"),
 )
 _FINISH_UNNEST = sa.text(
     "UPDATE cronhub_runs AS r SET status = k.status, finished_at = k.finished_at,"
+    " started_at = COALESCE(k.started_at, r.started_at),"
     " duration_ms = COALESCE(k.duration_ms, CASE WHEN r.started_at IS NULL THEN NULL ELSE"
     " CAST(GREATEST(0, round(extract(epoch FROM k.finished_at - r.started_at) * 1000))"
     " AS integer) END),"
@@ -610,6 +612,9 @@ class PostgresStorage(SqlStorage):
             arrays["traceback"].append(done.traceback)
             arrays["log"].append(done.log)
             arrays["dead_letter"].append(done.dead_letter)
+            arrays["started_at"].append(
+                None if done.started_at is None else done.started_at.astimezone(UTC)
+            )
         ended: dict[int, RowMapping] = {}
         for start in range(0, len(ids), 1000):
             chunk = {name: values[start : start + 1000] for name, values in arrays.items()}
