@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from cronhub.errors import StorageError
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
 from cronhub.sql_schema import runs
+from cronhub_storage_sqlite.batches import DriverBatch, insert_batch
 
 log = logging.getLogger("cronhub.storage.sqlite")
 
@@ -72,6 +73,28 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 _INSERT = sa.insert(runs)
+#: Claim batches inserted through the driver, by the row keys (always the same in practice).
+_INSERT_BATCHES: dict[tuple[str, ...], DriverBatch] = {}
+#: The shared ``_FINISH_MANY`` update, as driver SQL (the keys are its bind parameters).
+_FINISHED = (
+    "status",
+    "finished_at",
+    "duration_ms",
+    "lease_expires_at",
+    "error_type",
+    "error_message",
+    "traceback",
+    "log",
+    "dead_letter",
+)
+_FINISH_BATCH = DriverBatch(
+    "UPDATE cronhub_runs SET "
+    + ", ".join(f"{name} = ?" for name in _FINISHED)
+    + ", started_at = COALESCE(?, started_at)"
+    " WHERE id = ? AND instance = ? AND status = 'running'",
+    [*(runs.c[name] for name in _FINISHED), runs.c.started_at, runs.c.id, runs.c.instance],
+    [*(f"b_{name}" for name in _FINISHED), "b_started_at", "b_id", "b_instance"],
+)
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
 _LAST_ID = sa.select(sa.func.max(runs.c.id))
 _IDS_AFTER = sa.select(runs.c.id).where(runs.c.id > sa.bindparam("before")).order_by(runs.c.id)
@@ -343,13 +366,24 @@ class SqliteStorage(SqlStorage):
         if len(rows) <= 1:
             return [conn.execute(_INSERT_RETURNING, row).scalar_one() for row in rows]
         before = conn.execute(_LAST_ID).scalar() or 0
-        conn.execute(_INSERT, rows)
+        keys = tuple(rows[0])
+        if all(tuple(row) == keys for row in rows):
+            batch = _INSERT_BATCHES.get(keys)
+            if batch is None:
+                batch = _INSERT_BATCHES[keys] = insert_batch(runs, keys)
+            batch.run(conn, rows)
+        else:
+            conn.execute(_INSERT, rows)
         ids = list(conn.execute(_IDS_AFTER, {"before": before}).scalars())
         if len(ids) != len(rows) or ids[-1] - ids[0] != len(rows) - 1:
             raise StorageError(
                 f"storage {self.url}: claim batch ids are not consecutive: {ids[:5]}..."
             )
         return list(ids)
+
+    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+        """A batch of outcomes in one ``executemany`` of the driver (see :mod:`.batches`)."""
+        _FINISH_BATCH.run(conn, params)
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
         """One query per 1,000 jobs: ``max(id)`` per name, each an index lookup on ``(job, id)``."""

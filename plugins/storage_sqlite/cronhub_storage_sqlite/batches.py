@@ -1,0 +1,67 @@
+"""Batches of rows written with the DB-API's own ``executemany``.
+
+SQLAlchemy builds a parameter dict and calls each column's bind processor for every value of
+every row; for the few statements that write a whole batch of runs (a claim's inserts, a
+batch of outcomes) that cost more than SQLite's work. Here the SQL is fixed text, each value
+is converted by its column's own bind processor (so the stored text is exactly what
+SQLAlchemy would store), and a value repeated across the batch (``now``, a lease, an
+instance name) is converted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+class DriverBatch:
+    """One statement with ``?`` placeholders, bound to the types of ``columns`` in order.
+
+    :param sql: The statement (SQLite's ``qmark`` style).
+    :param columns: The column whose type converts each placeholder's value, in order.
+    :param keys: The key of each placeholder in the row mappings given to :meth:`run`.
+    """
+
+    def __init__(self, sql: str, columns: Sequence[sa.Column[Any]], keys: Sequence[str]) -> None:
+        if len(columns) != len(keys) or sql.count("?") != len(keys):
+            raise ValueError("one column and one key per placeholder")
+        self.sql = sql
+        self.columns = tuple(columns)
+        self.keys = tuple(keys)
+        self._processors: tuple[Callable[[Any], Any] | None, ...] | None = None
+
+    def _bound(self, conn: Connection) -> tuple[Callable[[Any], Any] | None, ...]:
+        if self._processors is None:
+            dialect = conn.dialect
+            self._processors = tuple(c.type.bind_processor(dialect) for c in self.columns)
+        return self._processors
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute the statement once per row, in one ``executemany``."""
+        processors = self._bound(conn)
+        memo: list[dict[Any, Any]] = [{} for _ in processors]
+        params = []
+        for row in rows:
+            values = []
+            for key, process, seen in zip(self.keys, processors, memo, strict=True):
+                value = row[key]
+                if process is not None and value is not None:
+                    try:
+                        converted = seen[value]
+                    except KeyError:
+                        converted = seen[value] = process(value)
+                    except TypeError:  # unhashable (a dict of parameters)
+                        converted = process(value)
+                    value = converted
+                values.append(value)
+            params.append(tuple(values))
+        conn.exec_driver_sql(self.sql, params)
+
+
+def insert_batch(table: sa.Table, names: Sequence[str]) -> DriverBatch:
+    """``INSERT INTO table (names...) VALUES (?, ...)`` taking the row keys ``names``."""
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+    return DriverBatch(sql, [table.c[name] for name in names], names)
