@@ -432,6 +432,7 @@ class Engine:
                         overlap=job.overlap,
                         schedule_id=schedule_id,
                         params=params,
+                        claim_ahead=max(0.0, (slot - now).total_seconds()),
                     )
                 )
                 self._push_next(job, slot, key)
@@ -485,10 +486,16 @@ class Engine:
             )
             launched = False
             now = self.clock.now()
+            # A storage that measures this host's clock against its own (PostgreSQL): when this
+            # clock runs fast, a run claimed ahead waits for the slot by the storage's clock.
+            offset = getattr(self.hub.storage, "clock_offset", None)
+            fast = -offset if isinstance(offset, int | float) and offset < 0 else 0.0
             for result in results:
                 if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
                     run = result.run
                     when = starts and starts.get((run.job, run.schedule_id, run.scheduled_for))
+                    if when and fast:
+                        when += timedelta(seconds=fast)
                     if when and when > now:
                         heapq.heappush(self._starts, (when, run.id, run))
                     else:

@@ -166,6 +166,9 @@ class ClaimRequest:
     instance); ``status=MISSED`` or ``SKIPPED`` records a slot that will not run.
     A job that is paused gets no row at all (the claim answers ``ClaimOutcome.PAUSED``),
     unless ``ignore_pause`` is set (run-now of a paused job).
+    ``claim_ahead`` says the claim is made that many seconds before ``scheduled_for`` on
+    purpose (the engine starts the run at its time): a storage that holds claims back until its
+    own clock reaches the slot holds them back until ``scheduled_for - claim_ahead`` instead.
     """
 
     job: str
@@ -179,6 +182,7 @@ class ClaimRequest:
     missed_count: int = 0
     ignore_pause: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    claim_ahead: float = 0.0
 
 
 class ClaimOutcome(StrEnum):

@@ -103,7 +103,11 @@ def worker_main(argv: list[str]) -> None:
     else:
 
         async def tick(ctx: Any) -> None:
-            line = f"{ctx.run.job} {ctx.scheduled_for.isoformat()} {ctx.attempt} {instance}\n"
+            # The last field: when the body started by this host's real (unshifted) clock.
+            line = (
+                f"{ctx.run.job} {ctx.scheduled_for.isoformat()} {ctx.attempt} {instance}"
+                f" {time.time():.6f}\n"
+            )
             fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())
@@ -289,7 +293,7 @@ def executions(log: Path) -> Counter[tuple[str, datetime]]:
     """How many times each ``(job, slot)`` body ran (attempt 1), from the shared log."""
     found: Counter[tuple[str, datetime]] = Counter()
     for line in log.read_text().splitlines() if log.exists() else []:
-        job, slot, attempt, _ = line.split()
+        job, slot, attempt = line.split()[:3]
         if attempt == "1":
             found[(job, datetime.fromisoformat(slot))] += 1
     return found
@@ -476,10 +480,16 @@ def test_kill_9_mid_run_is_reaped_within_the_lease_and_retried_once_on_the_survi
             proc.finish(30)
 
 
-def test_a_worker_with_a_fast_clock_starts_nothing_before_its_slot(postgres_database, capsys):
+def test_a_worker_with_a_fast_clock_starts_nothing_before_its_slot(
+    postgres_database, capsys, tmp_path
+):
     prepare(postgres_database)
-    fast = Worker(postgres_database, "fast", 12, 20, "load", {"CRONHUB_TEST_CLOCK_SHIFT": "1"})
-    normal = Worker(postgres_database, "normal", 12, 20, "load", {})
+    log = tmp_path / "executions.log"
+    # The fast worker claims ahead (by the database clock, at most claim_ahead early) and must
+    # then wait for the slot by the database's clock, not its own; the normal worker claims at
+    # the slot, so the fast one wins most slots.
+    fast = Worker(postgres_database, "fast", 12, 20, "load", {"CRONHUB_TEST_CLOCK_SHIFT": "1"}, log)
+    normal = Worker(postgres_database, "normal", 12, 20, "load", {"CRONHUB_CLAIM_AHEAD": "0"}, log)
     ready = fast.wait_ready()
     normal.wait_ready()
     for proc in (fast, normal):
@@ -505,6 +515,15 @@ def test_a_worker_with_a_fast_clock_starts_nothing_before_its_slot(postgres_data
     )
     assert early == 0
     assert by_instance.get("fast", 0) > 0  # the fast instance did claim slots
+    # By the real clock (the database's, on this host) no body started before its slot.
+    started = [line.split() for line in log.read_text().splitlines()]
+    assert {fields[3] for fields in started} >= {"fast"}
+    too_early = [
+        fields
+        for fields in started
+        if float(fields[4]) < datetime.fromisoformat(fields[1]).timestamp()
+    ]
+    assert too_early == []
     assert ready["offset"] == pytest.approx(-1.0, abs=0.3)
     assert "ahead of the database's" in fast_err
 

@@ -478,8 +478,10 @@ class PostgresStorage(SqlStorage):
         return super().claim(requests, instance=instance, now=now, lease_ttl=lease_ttl)
 
     def _wait_for_slots(self, requests: Sequence[ClaimRequest]) -> None:
+        # A slot claimed ahead on purpose (the engine starts it at its time) may be claimed
+        # that much earlier; the engine then waits out a fast local clock (``clock_offset``).
         slots = [
-            r.scheduled_for
+            r.scheduled_for - timedelta(seconds=r.claim_ahead)
             for r in requests
             if r.scheduled_for is not None and RunStatus(r.status) is RunStatus.RUNNING
         ]
