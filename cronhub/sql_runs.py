@@ -633,7 +633,7 @@ class SqlRuns:
         finished_at = completion.finished_at.astimezone(UTC)
         duration = completion.duration_ms
         if duration is None:
-            duration = duration_ms(row["started_at"], finished_at)
+            duration = duration_ms(completion.started_at or row["started_at"], finished_at)
         values = {
             "status": completion.status.value,
             "finished_at": finished_at,

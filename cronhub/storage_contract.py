@@ -410,6 +410,14 @@ class StorageContract:
         ended = storage.get_run(run.id)
         assert ended is not None and ended.duration_ms == 1234
 
+    def test_finish_records_when_the_run_really_started(self, storage: Storage) -> None:
+        # A run claimed ahead of its slot starts later than its claim recorded.
+        run = self.start(storage)
+        assert storage.finish(run.id, done(seconds=2.5, started_at=at(0.5)), instance="i1")
+        ended = storage.get_run(run.id)
+        assert ended is not None
+        assert (ended.started_at, ended.duration_ms) == (at(0.5), 2000)
+
     def test_finish_is_fenced_and_then_writes_nothing(self, storage: Storage) -> None:
         run = self.start(storage)
         alert = Alert(kind="failure", job="job", message="failed", run_id=run.id)

@@ -129,8 +129,9 @@ _FINISH_COLUMNS = (
 _FINISH_UNNEST = sa.text(
     "UPDATE cronhub_runs AS r SET status = k.status, finished_at = k.finished_at,"
     " started_at = COALESCE(k.started_at, r.started_at),"
-    " duration_ms = COALESCE(k.duration_ms, CASE WHEN r.started_at IS NULL THEN NULL ELSE"
-    " CAST(GREATEST(0, round(extract(epoch FROM k.finished_at - r.started_at) * 1000))"
+    " duration_ms = COALESCE(k.duration_ms,"
+    " CASE WHEN COALESCE(k.started_at, r.started_at) IS NULL THEN NULL ELSE CAST(GREATEST(0,"
+    " round(extract(epoch FROM k.finished_at - COALESCE(k.started_at, r.started_at)) * 1000))"
     " AS integer) END),"
     " lease_expires_at = NULL, error_type = k.error_type, error_message = k.error_message,"
     " traceback = k.traceback, log = k.log, dead_letter = k.dead_letter"
