@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: The columns an owner writes when it ends a run (the fenced update of ``finish``).
-_FINISH_COLUMNS = (
+FINISH_COLUMNS = (
     "status",
     "finished_at",
     "duration_ms",
@@ -67,7 +67,7 @@ _FINISH_MANY = (
     )
     .values(
         {
-            **{c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in _FINISH_COLUMNS},
+            **{c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in FINISH_COLUMNS},
             # When the run really started (it was recorded as started when it was claimed).
             "started_at": sa.func.coalesce(
                 sa.bindparam("b_started_at", type_=runs.c.started_at.type), runs.c.started_at

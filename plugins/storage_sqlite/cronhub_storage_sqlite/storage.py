@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from cronhub.errors import StorageError
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
+from cronhub.sql_runs import FINISH_COLUMNS
 from cronhub.sql_schema import runs
 from cronhub_storage_sqlite.batches import DriverBatch, insert_batch
 
@@ -76,24 +77,13 @@ _INSERT = sa.insert(runs)
 #: Claim batches inserted through the driver, by the row keys (always the same in practice).
 _INSERT_BATCHES: dict[tuple[str, ...], DriverBatch] = {}
 #: The shared ``_FINISH_MANY`` update, as driver SQL (the keys are its bind parameters).
-_FINISHED = (
-    "status",
-    "finished_at",
-    "duration_ms",
-    "lease_expires_at",
-    "error_type",
-    "error_message",
-    "traceback",
-    "log",
-    "dead_letter",
-)
 _FINISH_BATCH = DriverBatch(
     "UPDATE cronhub_runs SET "
-    + ", ".join(f"{name} = ?" for name in _FINISHED)
+    + ", ".join(f"{name} = ?" for name in FINISH_COLUMNS)
     + ", started_at = COALESCE(?, started_at)"
     " WHERE id = ? AND instance = ? AND status = 'running'",
-    [*(runs.c[name] for name in _FINISHED), runs.c.started_at, runs.c.id, runs.c.instance],
-    [*(f"b_{name}" for name in _FINISHED), "b_started_at", "b_id", "b_instance"],
+    [*(runs.c[name] for name in FINISH_COLUMNS), runs.c.started_at, runs.c.id, runs.c.instance],
+    [*(f"b_{name}" for name in FINISH_COLUMNS), "b_started_at", "b_id", "b_instance"],
 )
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
 _LAST_ID = sa.select(sa.func.max(runs.c.id))
