@@ -366,8 +366,8 @@ class CronhubPluginManager(pluggy.PluginManager):
         Awaitable results are awaited. Each failure is logged naming the plugin and returned.
         """
         errors: list[HookError] = []
-        if not self._call_listeners and not getattr(self.hook, hook_name).get_hookimpls():
-            return errors  # the common case of the per-run hooks: nobody listens
+        if not self.listened(hook_name):
+            return errors
         for impl in self._plain_impls(hook_name, kwargs):
             if self._tracing:
                 log.info("hook %s -> plugin %s", hook_name, impl.plugin_name)

@@ -230,19 +230,31 @@ def test_shared_schedule_is_thread_safe():
 # --------------------------------------------------------------------------- properties
 
 
-def field(lo: int, hi: int) -> st.SearchStrategy[str]:
-    number = st.integers(lo, hi).map(str)
-    span = st.tuples(st.integers(lo, hi - 1), st.integers(1, hi - lo)).map(
-        lambda p: f"{p[0]}-{min(p[0] + p[1], hi)}"
-    )
+def field(lo: int, hi: int, names: tuple[str, ...] = (), base: int = 0) -> st.SearchStrategy[str]:
+    """Numbers (or ``names``, the first one worth ``base``), ascending ranges, steps, lists."""
+    index = st.integers(lo, hi - 1).flatmap(lambda a: st.tuples(st.just(a), st.integers(a + 1, hi)))
+
+    def spell(value: int) -> st.SearchStrategy[str]:
+        spelled = [str(value)]
+        if 0 <= value - base < len(names):
+            word = names[value - base]
+            spelled += [word, word.upper()]
+        return st.sampled_from(spelled)
+
+    single = st.integers(lo, hi).flatmap(spell)
+    span = index.flatmap(lambda p: st.tuples(spell(p[0]), spell(p[1])).map("-".join))
     step = st.integers(2, max(2, (hi - lo) // 2)).map(str)
-    item = st.one_of(number, span, st.tuples(span, step).map("/".join))
+    item = st.one_of(single, span, st.tuples(span, step).map("/".join))
     return st.one_of(
         st.just("*"),
         step.map(lambda n: f"*/{n}"),
         item,
-        st.lists(st.one_of(number, span), min_size=2, max_size=3).map(",".join),
+        st.lists(st.one_of(single, span), min_size=2, max_size=3).map(",".join),
     )
+
+
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
 @st.composite
@@ -447,33 +459,6 @@ def test_every_properties(seconds, anchor, start, tz):
 # --------------------------------------------------------------------------- the field matcher
 
 
-def named_field(lo: int, hi: int, names: tuple[str, ...]) -> st.SearchStrategy[str]:
-    """Numbers, names, ascending ranges (of either), steps and lists of them."""
-    index = st.integers(lo, hi - 1).flatmap(lambda a: st.tuples(st.just(a), st.integers(a + 1, hi)))
-
-    def spell(value: int) -> st.SearchStrategy[str]:
-        spelled = [str(value)]
-        if 0 <= value - (1 if names[0] == "jan" else 0) < len(names):
-            word = names[value - (1 if names[0] == "jan" else 0)]
-            spelled += [word, word.upper()]
-        return st.sampled_from(spelled)
-
-    single = st.integers(lo, hi).flatmap(spell)
-    span = index.flatmap(lambda p: st.tuples(spell(p[0]), spell(p[1])).map("-".join))
-    step = st.integers(2, max(2, (hi - lo) // 2)).map(str)
-    item = st.one_of(single, span, st.tuples(span, step).map("/".join))
-    return st.one_of(
-        st.just("*"),
-        step.map(lambda n: f"*/{n}"),
-        item,
-        st.lists(st.one_of(single, span), min_size=2, max_size=3).map(",".join),
-    )
-
-
-_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
 @st.composite
 def plain_expressions(draw: st.DrawFn) -> str:
     """Expressions without 'L' or '#': every day rule, names, 5 and 6 fields."""
@@ -481,8 +466,8 @@ def plain_expressions(draw: st.DrawFn) -> str:
         draw(field(0, 59)),
         draw(field(0, 23)),
         draw(st.one_of(st.just("*"), field(1, 28), field(1, 31), st.sampled_from(["29", "31"]))),
-        draw(st.one_of(st.just("*"), named_field(1, 12, _MONTH_NAMES), st.just("2"))),
-        draw(st.one_of(st.just("*"), named_field(0, 7, _DAY_NAMES))),
+        draw(st.one_of(st.just("*"), field(1, 12, _MONTH_NAMES, base=1), st.just("2"))),
+        draw(st.one_of(st.just("*"), field(0, 7, _DAY_NAMES))),
     ]
     if draw(st.booleans()):  # 6 fields, seconds first
         fields.insert(0, draw(st.one_of(st.just("0"), field(0, 59))))

@@ -38,15 +38,12 @@ class AsyncExecutor:
 
     async def execute(self, job: Job, ctx: RunContext, timeout: float | None) -> Outcome:
         try:
-            if timeout is None:  # no timer to arm (the common case)
+            # No timer to arm without a timeout (the common case).
+            limit = contextlib.nullcontext() if timeout is None else asyncio.timeout(timeout)
+            async with limit:
                 result = _call(job, ctx)
                 if asyncio.iscoroutine(result):
                     await result
-            else:
-                async with asyncio.timeout(timeout):
-                    result = _call(job, ctx)
-                    if asyncio.iscoroutine(result):
-                        await result
         except TimeoutError as exc:
             ctx.cancel()
             if not ctx.cancelled:  # pragma: no cover - cancel() always sets it
