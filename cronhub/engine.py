@@ -370,9 +370,11 @@ class Engine:
 
     def _start_claimed(self, now: datetime) -> None:
         """Start the runs claimed ahead whose slot has come."""
+        starting = []
         while self._starts and self._starts[0][0] <= now:
-            _, _, run = heapq.heappop(self._starts)
-            self.runs.launch(run)
+            starting.append(heapq.heappop(self._starts)[2])
+        if starting:
+            self.runs.launch_all(starting)
 
     async def _fire_due(self, now: datetime) -> None:
         self._start_claimed(now)
@@ -484,7 +486,8 @@ class Engine:
                 now=self.clock.now(),
                 lease_ttl=self.lease_ttl,
             )
-            launched = False
+            launching: list[Run] = []
+            claimed = False
             now = self.clock.now()
             # A storage that measures this host's clock against its own (PostgreSQL): when this
             # clock runs fast, a run claimed ahead waits for the slot by the storage's clock.
@@ -499,13 +502,15 @@ class Engine:
                     if when and when > now:
                         heapq.heappush(self._starts, (when, run.id, run))
                     else:
-                        self.runs.launch(run)
-                    launched = True
+                        launching.append(run)
+                    claimed = True
                 elif result.outcome is ClaimOutcome.RECORDED and result.run is not None:
                     if result.run.status is RunStatus.QUEUED:
                         self._schedule_housekeeping(self.clock.now())
                     await self.runs.recorded(result.run)
-            if launched:
+            if launching:
+                self.runs.launch_all(launching)
+            if claimed:
                 # The reaper's rounds again (they rest while nothing is active, above).
                 self._schedule_housekeeping(self.clock.now() + self._reaper_step)
             missed = [
@@ -607,8 +612,7 @@ class Engine:
         if self._check_orphans:
             taken = [*taken, *await self._orphans()]
             self._check_orphans = False
-        for run in taken:
-            self.runs.launch(run)
+        self.runs.launch_all(taken)
         if taken:
             self._schedule_housekeeping(now)  # a job may have more queued runs behind it
         if self._next_purge is None or now >= self._next_purge:

@@ -14,10 +14,12 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from cronhub import gc_hold
 from cronhub.alerting import Streak, streaks_of
 from cronhub.context import RunContext
 from cronhub.executors import Outcome
@@ -34,7 +36,7 @@ LEASE_LOST = "lease lost"
 SHUTDOWN = "shutdown"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Active:
     run: Run
     ctx: RunContext | None = None
@@ -47,6 +49,10 @@ class _Active:
     #: The job's failure streak read from storage before the outcome is written (alerts of
     #: a run executed directly; batched outcomes read their streaks in the writer).
     streak: Streak | None = None
+
+
+def _cancelled(reason: str) -> Outcome:
+    return Outcome(RunStatus.CANCELLED, error_type="Cancelled", error_message=reason)
 
 
 @dataclass
@@ -74,6 +80,7 @@ class RunManager:
         # Set while runs are active: the heartbeat loop sleeps on it, so an idle instance
         # has no timer at all.
         self._has_active: asyncio.Event | None = None
+        self._forget_task = self._tasks.discard
 
     @property
     def idle(self) -> bool:
@@ -100,16 +107,43 @@ class RunManager:
     # -- starting ------------------------------------------------------------------------
     def launch(self, run: Run) -> None:
         """Execute ``run`` in the background unless this instance already started it."""
-        if run.id in self._seen:
-            return
-        self._remember(run.id)
-        entry = self._active[run.id] = _Active(run, renewed_at=self.engine.clock.monotonic())
-        if self._has_active is not None:
-            self._has_active.set()
-        task = asyncio.create_task(self.execute(run), name=f"cronhub-run-{run.id}")
-        entry.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.launch_all([run])
+
+    def launch_all(self, runs: Iterable[Run]) -> None:
+        """Execute ``runs`` in the background, in order, skipping any already started here.
+
+        Each run is one task; the tasks take their first steps in this order once the caller
+        yields, so a burst of due runs starts its bodies one right after another. The cyclic
+        garbage collector is held off until every body of the burst has started (see
+        :mod:`cronhub.gc_hold`): a full collection in the middle of a burst costs every later
+        run of it the collection's pause (tens of milliseconds once a process holds a few
+        hundred thousand objects), and nothing of the burst is garbage yet.
+        """
+        seen, active, tasks = self._seen, self._active, self._tasks
+        loop = asyncio.get_running_loop()
+        create_task = loop.create_task
+        renewed_at = self.engine.clock.monotonic()
+        held = gc_hold.hold()
+        launched = 0
+        try:
+            for run in runs:
+                run_id = run.id
+                if run_id in seen:
+                    continue
+                seen[run_id] = None
+                entry = active[run_id] = _Active(run, None, None, False, renewed_at)
+                entry.task = task = create_task(self.execute(run))
+                tasks.add(task)
+                task.add_done_callback(self._forget_task)
+                launched += 1
+        finally:
+            if held:
+                # Queued behind the first steps of the tasks just made: each body has started.
+                loop.call_soon(gc_hold.release)
+        if launched:
+            self._forget_oldest()
+            if self._has_active is not None:
+                self._has_active.set()
 
     def active_jobs(self) -> set[str]:
         """The jobs with a run active here."""
@@ -121,6 +155,9 @@ class RunManager:
 
     def _remember(self, run_id: int) -> None:
         self._seen[run_id] = None
+        self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
         while len(self._seen) > 100_000:
             self._seen.popitem(last=False)
 
@@ -141,8 +178,8 @@ class RunManager:
         if entry is None:
             entry = self._active[run.id] = _Active(run, renewed_at=clock.monotonic())
             self._remember(run.id)
-        if self._has_active is not None:
-            self._has_active.set()
+            if self._has_active is not None:
+                self._has_active.set()
         job = engine.jobs.get(run.job)
         started_at = clock.now()
         started = clock.monotonic()
@@ -160,8 +197,27 @@ class RunManager:
                 ctx = entry.ctx = RunContext(job, run, None, run.scheduled_for, run.attempt, params)
                 if engine.pm.listened("cronhub_run_started"):
                     await engine.pm.call_each("cronhub_run_started", run=run)
-                outcome = await self._run_body(job, ctx, entry, inline=not direct)
-                if not direct:
+                if direct:
+                    outcome = await self._run_body_in_task(job, ctx, entry)
+                elif entry.cancel_reason is not None:  # cancelled before its body started
+                    outcome = _cancelled(entry.cancel_reason)
+                else:
+                    # The body runs in this task (written out here: a burst of due runs starts
+                    # each body one coroutine call sooner).
+                    entry.in_body = True
+                    try:
+                        outcome = await engine.executors[job.name].execute(job, ctx, job.timeout)
+                    except asyncio.CancelledError:
+                        # This task was cancelled (cancel_local, shutdown): the run ends
+                        # cancelled and the task goes on to record it.
+                        current = asyncio.current_task()
+                        if current is not None:
+                            current.uncancel()
+                        outcome = _cancelled(entry.cancel_reason or "cancelled")
+                    except Exception as exc:  # an executor must not raise; a plugin's might
+                        outcome = Outcome.from_exception(exc)
+                    finally:
+                        entry.in_body = False
                     # Let the runs started with this one start their bodies before this one
                     # records its outcome (a burst of due runs starts sooner).
                     await asyncio.sleep(0)
@@ -248,33 +304,19 @@ class RunManager:
             and stored.finished_at == completion.finished_at
         )
 
-    async def _run_body(
-        self, job: Job, ctx: RunContext, entry: _Active, *, inline: bool = True
-    ) -> Outcome:
+    async def _run_body_in_task(self, job: Job, ctx: RunContext, entry: _Active) -> Outcome:
+        """A direct run's body, in a task of its own (a cancel stops the body alone)."""
         if entry.cancel_reason is not None:  # cancelled before its body started
-            return Outcome(
-                RunStatus.CANCELLED, error_type="Cancelled", error_message=entry.cancel_reason
-            )
+            return _cancelled(entry.cancel_reason)
         executor = self.engine.executors[job.name]
-        if not inline:
-            task = asyncio.create_task(executor.execute(job, ctx, job.timeout))
-            entry.task = task
+        task = entry.task = asyncio.create_task(executor.execute(job, ctx, job.timeout))
         entry.in_body = True
         try:
-            if inline:
-                return await executor.execute(job, ctx, job.timeout)
             return await task
         except asyncio.CancelledError:
-            if not inline and not task.cancelled():
+            if not task.cancelled():
                 raise
-            if inline:
-                # The run's own task was cancelled (cancel_local, shutdown): the run ends
-                # cancelled and the task goes on to record it.
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-            reason = entry.cancel_reason or "cancelled"
-            return Outcome(RunStatus.CANCELLED, error_type="Cancelled", error_message=reason)
+            return _cancelled(entry.cancel_reason or "cancelled")
         except Exception as exc:  # an executor must not raise, but one from a plugin might
             return Outcome.from_exception(exc)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -125,6 +126,33 @@ async def test_timeout_and_bad_jobs_never_stop_the_scheduler(ehub, clock):
     assert runs(ehub, job="hangs")[0].error["type"] == "TimeoutError"
     assert [r.status for r in runs(ehub, job="exits")] == ["failed", "failed"]
     assert [r.status for r in runs(ehub, job="ok")] == ["succeeded", "succeeded"]
+
+
+async def test_a_jobs_own_timeout_error_is_a_failure_not_a_timeout(ehub, clock):
+    # A socket's or a client's TimeoutError inside the job: the run failed, with that error,
+    # whether or not the job has a timeout of its own.
+    @ehub.job(every="1m", name="no_limit")
+    async def no_limit():
+        raise TimeoutError("upstream did not answer")
+
+    @ehub.job(every="1m", name="with_limit", timeout=30)
+    async def with_limit():
+        raise TimeoutError("upstream did not answer")
+
+    @ehub.job(every="1m", name="in_a_thread", timeout=30)
+    def in_a_thread():
+        raise TimeoutError("upstream did not answer")
+
+    engine = Engine(ehub)
+    await engine.start()
+    clock.set("2026-01-05T00:01:00+00:00")
+    await asyncio.sleep(0.1)
+    await engine.wait_idle()
+    await engine.stop()
+    for name in ("no_limit", "with_limit", "in_a_thread"):
+        (run,) = runs(ehub, job=name)
+        assert run.status == "failed", name
+        assert run.error == {"type": "TimeoutError", "message": "upstream did not answer"}
 
 
 async def test_overlap_skip_records_skipped_slots(ehub, clock):
@@ -668,3 +696,42 @@ async def test_cancelling_a_run_claimed_ahead_keeps_it_from_starting(ehub, clock
     await engine.stop()
     assert ran == []
     assert [r.status for r in runs(ehub)] == [RunStatus.CANCELLED]
+
+
+async def test_collection_waits_until_every_body_of_a_burst_started(ehub, clock):
+    # A full garbage collection in the middle of a burst of due runs would make every later
+    # run of it late: the collector is off from the first start until the last body started,
+    # and on again afterwards.
+    collector_on: list[bool] = []
+    for i in range(50):
+
+        @ehub.job(cron="* * * * *", name=f"burst{i}", executor="async")
+        async def burst(ctx):
+            collector_on.append(gc.isenabled())
+
+    engine = Engine(ehub)
+    await engine.start()
+    assert gc.isenabled()
+    await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+    await engine.wait_idle()
+    await engine.stop()
+    assert collector_on == [False] * 50
+    assert gc.isenabled()
+
+
+async def test_an_application_that_turned_collection_off_keeps_it_off(ehub, clock):
+    @ehub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        pass
+
+    engine = Engine(ehub)
+    await engine.start()
+    gc.disable()
+    try:
+        await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+        await engine.wait_idle()
+        assert not gc.isenabled()
+        assert [r.status for r in runs(ehub)] == ["succeeded"]
+    finally:
+        gc.enable()
+        await engine.stop()

@@ -38,23 +38,30 @@ class AsyncExecutor:
 
     async def execute(self, job: Job, ctx: RunContext, timeout: float | None) -> Outcome:
         try:
-            # No timer to arm without a timeout (the common case).
-            limit = contextlib.nullcontext() if timeout is None else asyncio.timeout(timeout)
-            async with limit:
-                result = _call(job, ctx)
-                if asyncio.iscoroutine(result):
+            result = _call(job, ctx)
+            if asyncio.iscoroutine(result):
+                if timeout is None:  # the common case: no timer to arm
                     await result
-        except TimeoutError as exc:
-            ctx.cancel()
-            if not ctx.cancelled:  # pragma: no cover - cancel() always sets it
-                raise
-            return _timed_out(timeout, exc)
+                else:
+                    limit = asyncio.timeout(timeout)
+                    try:
+                        async with limit:
+                            await result
+                    except TimeoutError as exc:
+                        if not limit.expired():
+                            raise  # the job's own TimeoutError (a socket's, say): it failed
+                        ctx.cancel()
+                        return _timed_out(timeout, exc)
         except asyncio.CancelledError:
             ctx.cancel()
             raise
         except BaseException as exc:  # SystemExit in a job must not end the scheduler
             return Outcome.from_exception(exc)
-        return Outcome(RunStatus.SUCCEEDED)
+        return _SUCCEEDED
+
+
+#: Outcomes are immutable: every succeeded run shares this one.
+_SUCCEEDED = Outcome(RunStatus.SUCCEEDED)
 
 
 class ThreadExecutor:
@@ -83,6 +90,8 @@ class ThreadExecutor:
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError as exc:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                return Outcome.from_exception(exc)  # the job's own TimeoutError: it failed
             ctx.cancel()
             future.add_done_callback(_consume)
             return _timed_out(timeout, exc)
