@@ -23,7 +23,7 @@ from cronhub.alerting import AlertRouter, Streak, streak_of
 from cronhub.catchup import plan_late_slots
 from cronhub.errors import HookError, JobDefinitionError
 from cronhub.outbox import AlertDelivery
-from cronhub.runner import RunManager
+from cronhub.runner import RunManager, StartGate
 from cronhub.runs import (
     Alert,
     ClaimOutcome,
@@ -86,7 +86,10 @@ class Engine:
         #: run active here and an overlap policy that the claim decides (skip, queue, replace).
         self._hold: list[tuple[datetime, datetime, str]] = []
         #: Runs claimed ahead of their slot, waiting to start: ``(due, run id, run)``.
-        self._starts: list[tuple[datetime, int, Run]] = []
+        #: Runs claimed ahead of their slot wait at a gate per start time (launched, their
+        #: start-up done); ``_starts`` is the heap of those times.
+        self._starts: list[datetime] = []
+        self._gates: dict[datetime, StartGate] = {}
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="cronhub-storage")
         self._inline_io = False  # set at start, from the storage's ``in_memory``
         self._wakeup: asyncio.Event | None = None
@@ -232,12 +235,12 @@ class Engine:
         time and the shutdown's grace covers them like any other run.
         """
         while self._starts:
-            due, _, run = heapq.heappop(self._starts)
+            due = heapq.heappop(self._starts)
             delay = (due - self.clock.now()).total_seconds()
             if delay > 0:
                 # Real time, bounded by claim_ahead (a test's fake clock may never get there).
                 await asyncio.sleep(min(delay, self.claim_ahead.total_seconds()))
-            self.runs.launch(run)
+            self.runs.open(self._gates.pop(due))
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop gracefully."""
@@ -352,7 +355,7 @@ class Engine:
         if self._heap:
             deadlines.append(self._heap[0][0] - self.claim_ahead)
         if self._starts:
-            deadlines.append(self._starts[0][0])
+            deadlines.append(self._starts[0])
         if self._hold:
             deadlines.append(min(entry[0] for entry in self._hold))
         longest = float(getattr(self.clock, "max_sleep", 60.0))
@@ -369,12 +372,17 @@ class Engine:
                 task.cancel()
 
     def _start_claimed(self, now: datetime) -> None:
-        """Start the runs claimed ahead whose slot has come."""
-        starting = []
-        while self._starts and self._starts[0][0] <= now:
-            starting.append(heapq.heappop(self._starts)[2])
-        if starting:
-            self.runs.launch_all(starting)
+        """Start the runs claimed ahead whose slot has come (they wait at its gate)."""
+        while self._starts and self._starts[0] <= now:
+            self.runs.open(self._gates.pop(heapq.heappop(self._starts)))
+
+    def _gate(self, when: datetime) -> StartGate:
+        """The gate of the runs that start at ``when`` (made on first use)."""
+        gate = self._gates.get(when)
+        if gate is None:
+            gate = self._gates[when] = StartGate()
+            heapq.heappush(self._starts, when)
+        return gate
 
     async def _fire_due(self, now: datetime) -> None:
         self._start_claimed(now)
@@ -487,6 +495,7 @@ class Engine:
                 lease_ttl=self.lease_ttl,
             )
             launching: list[Run] = []
+            ahead: dict[datetime, list[Run]] = {}  # runs claimed ahead, by start time
             claimed = False
             now = self.clock.now()
             # A storage that measures this host's clock against its own (PostgreSQL): when this
@@ -500,7 +509,7 @@ class Engine:
                     if when and fast:
                         when += timedelta(seconds=fast)
                     if when and when > now:
-                        heapq.heappush(self._starts, (when, run.id, run))
+                        ahead.setdefault(when, []).append(run)
                     else:
                         launching.append(run)
                     claimed = True
@@ -510,6 +519,11 @@ class Engine:
                     await self.runs.recorded(result.run)
             if launching:
                 self.runs.launch_all(launching)
+            for when, group in ahead.items():
+                # Launched now, so that each run's start-up is done before its slot: at the
+                # slot, opening the gate is all that is left (a burst starts in a fraction
+                # of the time).
+                self.runs.launch_all(group, gate=self._gate(when))
             if claimed:
                 # The reaper's rounds again (they rest while nothing is active, above).
                 self._schedule_housekeeping(self.clock.now() + self._reaper_step)
@@ -737,10 +751,8 @@ class Engine:
         """Cancel a queued or running run, wherever it runs (its owner loses the lease)."""
         run = await self.io_retry("cancel", self.hub.storage.cancel, run_id, now=self.clock.now())
         if run is not None:
+            # A run claimed ahead and waiting for its slot ends without starting.
             self.runs.cancel_local(run_id, "cancelled")
-            if any(entry[1] == run_id for entry in self._starts):  # claimed ahead, not started
-                self._starts = [entry for entry in self._starts if entry[1] != run_id]
-                heapq.heapify(self._starts)
         return run
 
     async def wait_idle(self, timeout: float = 10.0) -> None:

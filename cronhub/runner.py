@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,38 @@ class _Active:
     #: The job's failure streak read from storage before the outcome is written (alerts of
     #: a run executed directly; batched outcomes read their streaks in the writer).
     streak: Streak | None = None
+    #: Set while a run launched ahead of its slot waits for it (see :class:`StartGate`).
+    gate: asyncio.Future[None] | None = None
+    #: A gated run's body, once done, waits on this for the rest of the burst to start.
+    burst_over: asyncio.Future[None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Launched ahead of its slot and not started yet."""
+        return self.gate is not None
+
+
+class StartGate:
+    """The runs claimed ahead of one start time, launched and waiting for it.
+
+    Launching a run (its task, its context) costs more than starting it: a run claimed ahead
+    is launched at once and waits here, and at its slot :meth:`RunManager.open` lets every
+    run of the gate into its body, one right after another.
+    """
+
+    __slots__ = ("burst_over", "waiters")
+
+    def __init__(self) -> None:
+        #: One future per run; each run's own, so that cancelling one cancels no other.
+        self.waiters: list[asyncio.Future[None]] = []
+        #: Per run too: set once every body of the gate has started.
+        self.burst_over: list[asyncio.Future[None]] = []
+
+
+def _set_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _cancelled(reason: str) -> Outcome:
@@ -81,16 +113,23 @@ class RunManager:
         # has no timer at all.
         self._has_active: asyncio.Event | None = None
         self._forget_task = self._tasks.discard
+        #: Runs launched ahead of their slot, waiting at a gate.
+        self._waiting = 0
+        # Clear while a burst of runs is starting: lease renewals wait for it (their storage
+        # work would compete for the interpreter with the bodies still to start).
+        self._burst_over: asyncio.Event | None = None
 
     @property
     def idle(self) -> bool:
-        """No run is active and no outcome waits to be written."""
-        return not self._active and not self._pending and not self._tasks
+        """No run is active and no outcome waits to be written (runs waiting for their
+        slot at a gate are not active yet)."""
+        waiting = self._waiting
+        return len(self._active) == waiting and not self._pending and len(self._tasks) == waiting
 
     @property
     def active(self) -> dict[int, Run]:
         """The runs executing here now, by id."""
-        return {run_id: entry.run for run_id, entry in self._active.items()}
+        return {run_id: e.run for run_id, e in self._active.items() if e.gate is None}
 
     def start(self) -> None:
         """Start the heartbeat and writer tasks."""
@@ -109,45 +148,79 @@ class RunManager:
         """Execute ``run`` in the background unless this instance already started it."""
         self.launch_all([run])
 
-    def launch_all(self, runs: Iterable[Run]) -> None:
+    def launch_all(self, runs: Iterable[Run], *, gate: StartGate | None = None) -> None:
         """Execute ``runs`` in the background, in order, skipping any already started here.
 
         Each run is one task; the tasks take their first steps in this order once the caller
-        yields, so a burst of due runs starts its bodies one right after another. The cyclic
-        garbage collector is held off until every body of the burst has started (see
-        :mod:`cronhub.gc_hold`): a full collection in the middle of a burst costs every later
-        run of it the collection's pause (tens of milliseconds once a process holds a few
-        hundred thousand objects), and nothing of the burst is garbage yet.
+        yields, so a burst of due runs starts its bodies one right after another. With
+        ``gate`` each run does its start-up and then waits for :meth:`open`.
         """
         seen, active, tasks = self._seen, self._active, self._tasks
         loop = asyncio.get_running_loop()
         create_task = loop.create_task
+        create_future = loop.create_future
         renewed_at = self.engine.clock.monotonic()
-        held = gc_hold.hold()
         launched = 0
-        try:
+        with self._burst(loop, now=gate is None):
             for run in runs:
                 run_id = run.id
                 if run_id in seen:
                     continue
                 seen[run_id] = None
                 entry = active[run_id] = _Active(run, None, None, False, renewed_at)
+                if gate is not None:
+                    entry.gate = create_future()
+                    entry.burst_over = create_future()
+                    gate.waiters.append(entry.gate)
+                    gate.burst_over.append(entry.burst_over)
+                    self._waiting += 1
                 entry.task = task = create_task(self.execute(run))
                 tasks.add(task)
                 task.add_done_callback(self._forget_task)
                 launched += 1
-        finally:
-            if held:
-                # Queued behind the first steps of the tasks just made: each body has started.
-                loop.call_soon(gc_hold.release)
         if launched:
             self._forget_oldest()
             if self._has_active is not None:
                 self._has_active.set()
 
+    def open(self, gate: StartGate) -> None:
+        """Start the runs waiting at ``gate``: their slot has come."""
+        loop = asyncio.get_running_loop()
+        with self._burst(loop):
+            for waiter in gate.waiters:
+                if not waiter.done():  # a run cancelled while it waited
+                    waiter.set_result(None)
+            loop.call_soon(_set_all, gate.burst_over)
+
+    @contextlib.contextmanager
+    def _burst(self, loop: asyncio.AbstractEventLoop, *, now: bool = True) -> Iterator[None]:
+        """While runs start in a burst (``now``): no garbage collection, no lease renewals.
+
+        Every step made ready inside the block (a new task's first one, a woken task's) runs
+        before the callbacks queued at its end, so the burst is over when they run. The
+        cyclic garbage collector is held off until then (:mod:`cronhub.gc_hold`): a full
+        collection in the middle of a burst costs every later run of it the collection's
+        pause (tens of milliseconds once a process holds a few hundred thousand objects),
+        and nothing of the burst is garbage yet. Lease renewals wait too: their storage work
+        would compete for the interpreter with the bodies still to start.
+        """
+        if not now:
+            yield
+            return
+        held = gc_hold.hold()
+        if self._burst_over is None:
+            self._burst_over = asyncio.Event()
+        self._burst_over.clear()
+        try:
+            yield
+        finally:
+            loop.call_soon(self._burst_over.set)
+            if held:
+                loop.call_soon(gc_hold.release)
+
     def active_jobs(self) -> set[str]:
-        """The jobs with a run active here."""
-        return {entry.run.job for entry in self._active.values()}
+        """The jobs with a run active here (not counting runs waiting for their slot)."""
+        return {entry.run.job for entry in self._active.values() if entry.gate is None}
 
     def known(self, run_id: int) -> bool:
         """Whether this instance started (or is running) run ``run_id`` recently."""
@@ -181,20 +254,33 @@ class RunManager:
             if self._has_active is not None:
                 self._has_active.set()
         job = engine.jobs.get(run.job)
+        ctx: RunContext | None = None
+        if job is not None:
+            params = dict(run.params) if run.params else {}
+            ctx = entry.ctx = RunContext(job, run, None, run.scheduled_for, run.attempt, params)
+        if entry.gate is not None:
+            # Launched ahead of its slot: everything above is done, the slot is what is left.
+            try:
+                await entry.gate
+            except asyncio.CancelledError:  # cancelled before it started
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                entry.cancel_reason = entry.cancel_reason or "cancelled"
+            finally:
+                entry.gate = None
+                self._waiting -= 1
         started_at = clock.now()
         started = clock.monotonic()
         wall_started = time.monotonic()
-        ctx: RunContext | None = None
         try:
-            if job is None:
+            if job is None or ctx is None:
                 outcome = Outcome(
                     RunStatus.FAILED,
                     error_type="UnknownJob",
                     error_message=f"job {run.job!r} is not defined on instance {engine.instance}",
                 )
             else:
-                params = dict(run.params) if run.params else {}
-                ctx = entry.ctx = RunContext(job, run, None, run.scheduled_for, run.attempt, params)
                 if engine.pm.listened("cronhub_run_started"):
                     await engine.pm.call_each("cronhub_run_started", run=run)
                 if direct:
@@ -219,8 +305,16 @@ class RunManager:
                     finally:
                         entry.in_body = False
                     # Let the runs started with this one start their bodies before this one
-                    # records its outcome (a burst of due runs starts sooner).
-                    await asyncio.sleep(0)
+                    # records its outcome (a burst of due runs starts sooner). A gated run
+                    # waits on a future of its own made ahead: cheaper in the burst than
+                    # a sleep(0), which queues a new callback.
+                    if entry.burst_over is not None:
+                        try:  # noqa: SIM105 - contextlib.suppress costs more, in the burst
+                            await entry.burst_over
+                        except asyncio.CancelledError:  # the body is done: it is recorded
+                            pass
+                    else:
+                        await asyncio.sleep(0)
         finally:
             if ctx is not None:
                 ctx.release()
@@ -444,6 +538,8 @@ class RunManager:
                 self._has_active.clear()
                 await self._has_active.wait()
             await engine.clock.sleep(engine.heartbeat_interval)
+            if self._burst_over is not None:
+                await self._burst_over.wait()
             with contextlib.suppress(Exception):
                 await self.heartbeat()
 
@@ -490,7 +586,7 @@ class RunManager:
         entry.cancel_reason = entry.cancel_reason or reason
         if entry.ctx is not None:
             entry.ctx.cancel()
-        if entry.task is not None and entry.in_body and not entry.task.done():
+        if entry.task is not None and (entry.in_body or entry.waiting) and not entry.task.done():
             entry.task.cancel()
         return True
 

@@ -30,6 +30,8 @@ from cronhub.runs import (
 from cronhub.sql_schedules import ScheduleRow, schedule_stopped
 from cronhub.sql_schema import (
     ACTIVE_STATUSES,
+    as_status,
+    as_trigger,
     chunks,
     claim_values,
     duration_ms,
@@ -77,13 +79,37 @@ _FINISH_MANY = (
 )
 
 
+_OVERLAPS = {overlap.value: overlap for overlap in Overlap}
+
+
+def _finish_params(
+    run_id: int, completion: Completion, instance: str, duration: int | None
+) -> dict[str, Any]:
+    """The bind parameters of :data:`_FINISH_MANY` for one run."""
+    started_at = completion.started_at
+    return {
+        "b_id": run_id,
+        "b_started_at": None if started_at is None else utc(started_at),
+        "b_instance": instance,
+        "b_status": completion.status.value,
+        "b_finished_at": completion.finished_at.astimezone(UTC),
+        "b_duration_ms": duration,
+        "b_lease_expires_at": None,
+        "b_error_type": completion.error_type,
+        "b_error_message": completion.error_message,
+        "b_traceback": completion.traceback,
+        "b_log": completion.log,
+        "b_dead_letter": completion.dead_letter,
+    }
+
+
 def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus:
     """The status a claimed row gets, given the job's ``running`` and ``queued`` run counts.
 
     Overlap is judged against *running* runs: a queued retry waiting for its backoff does not
     make a new slot skip. ``queue`` lets at most one run wait; a further one is skipped.
     """
-    status = RunStatus(request.status)
+    status = as_status(request.status)
     if status is not RunStatus.RUNNING:
         if status not in (RunStatus.QUEUED, RunStatus.SKIPPED, RunStatus.MISSED):
             raise ValueError(
@@ -91,7 +117,7 @@ def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus
                 f"rows, not {status.value}"
             )
         return status
-    overlap = Overlap(request.overlap)
+    overlap = _OVERLAPS.get(request.overlap) or Overlap(request.overlap)
     if running == 0 or overlap in (Overlap.ALLOW, Overlap.REPLACE):
         return RunStatus.RUNNING
     if overlap is Overlap.QUEUE and queued == 0:
@@ -99,7 +125,7 @@ def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus
     return RunStatus.SKIPPED
 
 
-def _slot_key(request: ClaimRequest) -> tuple[Any, ...] | None:
+def slot_key(request: ClaimRequest) -> tuple[Any, ...] | None:
     """The unique key of a request's row (``None`` for a manual run: never deduplicated)."""
     if request.scheduled_for is None:
         return None
@@ -170,7 +196,7 @@ def high_water_marks(requests: Iterable[ClaimRequest]) -> dict[str, datetime]:
     for request in requests:
         if request.scheduled_for is None or request.schedule_id != "":
             continue
-        if Trigger(request.trigger) not in (Trigger.SCHEDULE, Trigger.CATCH_UP):
+        if as_trigger(request.trigger) not in (Trigger.SCHEDULE, Trigger.CATCH_UP):
             continue
         slot = request.scheduled_for.astimezone(UTC)
         if request.job not in marks or slot > marks[request.job]:
@@ -186,6 +212,10 @@ class SqlRuns:
     #: skip the per-row fence check (PostgreSQL keeps it: another instance's reaper may
     #: update a row between this transaction's read and its update).
     single_writer: bool = False
+    #: ``True`` where :meth:`_update_finished` returns how many rows it updated: a batch of
+    #: outcomes that all carry their duration is then written without reading its rows first
+    #: (and read only in the rare batch where not every row was still running here).
+    counts_finished: bool = False
 
     if TYPE_CHECKING:  # provided by SqlStorage and SqlHistory
 
@@ -268,7 +298,7 @@ class SqlRuns:
         repeats: dict[int, int] = {}  # index -> index of the same key earlier in the batch
         first_of_key: dict[tuple[Any, ...], int] = {}
         for index, request in enumerate(requests):
-            key = _slot_key(request)
+            key = slot_key(request)
             if (request.job in paused and not request.ignore_pause) or index in stopped:
                 results.append(ClaimResult(request, ClaimOutcome.PAUSED))
             elif key is not None and key in existing:
@@ -345,14 +375,28 @@ class SqlRuns:
     def _existing_rows(
         self, conn: Connection, requests: Sequence[ClaimRequest]
     ) -> dict[tuple[Any, ...], RowMapping]:
-        """The rows that already hold the slot keys of ``requests``, by key."""
-        keys = list(dict.fromkeys(k for k in map(_slot_key, requests) if k is not None))
+        """The rows that already hold the slot keys of ``requests``, by key.
+
+        The keys are ``(job, schedule_id, scheduled_for in UTC, attempt)``; a backend may find
+        them its own faster way (:meth:`_rows_by_ids` reads the rows it finds).
+        """
+        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
         found: dict[tuple[Any, ...], RowMapping] = {}
         for chunk in chunks(keys, _KEYS_PER_QUERY):
             params: dict[str, Any] = {}
             for n, (job, schedule_id, slot, attempt) in enumerate(chunk):
                 params.update({f"j{n}": job, f"s{n}": schedule_id, f"t{n}": slot, f"a{n}": attempt})
             for row in conn.execute(_key_lookup(len(chunk)), params).mappings():
+                found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
+        return found
+
+    def _rows_by_ids(
+        self, conn: Connection, ids: Sequence[int]
+    ) -> dict[tuple[Any, ...], RowMapping]:
+        """The rows of runs ``ids``, by slot key (see :meth:`_existing_rows`)."""
+        found: dict[tuple[Any, ...], RowMapping] = {}
+        for chunk in chunks(list(ids)):
+            for row in conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings():
                 found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
         return found
 
@@ -380,6 +424,15 @@ class SqlRuns:
                 inserts.append({"job": job, "paused": False, "high_water": mark})
             elif job_rows[job][1] is None or mark > job_rows[job][1]:  # type: ignore[operator]
                 updates.append({"b_job": job, "b_mark": mark})
+        if inserts or updates:
+            self._write_marks(conn, inserts, updates)
+
+    def _write_marks(
+        self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
+    ) -> None:
+        """Insert job rows (``job``, ``paused``, ``high_water``) and raise marks (``b_job``,
+        ``b_mark``): once per claim batch, a row per job (a backend may do it its faster way).
+        """
         if inserts:
             conn.execute(_INSERT_JOB, inserts)
         if updates:
@@ -564,6 +617,21 @@ class SqlRuns:
         at its start cannot change before its update, so every row read is a row updated.
         """
         ids = list(dict.fromkeys(run_id for run_id, _ in completions))
+        if (
+            self.counts_finished
+            and len(ids) == len(completions)
+            and all(c.duration_ms is not None for _, c in completions)
+        ):
+            # Update first; the fence (this instance's, still running) answers for each row.
+            # When every row was still ours, that is the batch's answer; otherwise undo and
+            # take the path below, which reads the rows to answer each run.
+            savepoint = conn.begin_nested()
+            params = [_finish_params(i, c, instance, c.duration_ms) for i, c in completions]
+            if self._update_finished(conn, params) == len(params):
+                savepoint.commit()
+                self._follow_ups(conn, [(i, c) for i, c in completions])
+                return [True] * len(completions)
+            savepoint.rollback()
         # Only what the update needs (the start of each fenced row); whole rows are read
         # for the few outcomes that queue a retry or raise an alert.
         rows: dict[int, datetime | None] = {}
@@ -583,43 +651,39 @@ class SqlRuns:
             if not owned:
                 continue
             row_started = rows.pop(run_id)  # popped: a run listed twice is ended once
-            finished_at = completion.finished_at.astimezone(UTC)
-            started_at = completion.started_at
             duration = completion.duration_ms
             if duration is None:
-                duration = duration_ms(started_at or row_started, finished_at)
-            params.append(
-                {
-                    "b_id": run_id,
-                    "b_started_at": None if started_at is None else utc(started_at),
-                    "b_instance": instance,
-                    "b_status": completion.status.value,
-                    "b_finished_at": finished_at,
-                    "b_duration_ms": duration,
-                    "b_lease_expires_at": None,
-                    "b_error_type": completion.error_type,
-                    "b_error_message": completion.error_message,
-                    "b_traceback": completion.traceback,
-                    "b_log": completion.log,
-                    "b_dead_letter": completion.dead_letter,
-                }
-            )
-            if completion.retry_at is not None or completion.alerts:
-                follow.append((run_id, completion, finished_at))
+                duration = duration_ms(
+                    completion.started_at or row_started, completion.finished_at.astimezone(UTC)
+                )
+            params.append(_finish_params(run_id, completion, instance, duration))
+            follow.append((run_id, completion))
         if params:
             self._update_finished(conn, params)
-        if follow:
-            full: dict[int, RowMapping] = {}
-            for chunk in chunks([run_id for run_id, _, _ in follow]):
-                found = conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings()
-                full.update((row["id"], row) for row in found)
-            for run_id, completion, finished_at in follow:
-                self._follow_up(conn, full[run_id], completion, now=finished_at)
+        self._follow_ups(conn, follow)
         return answers
 
-    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> None:
-        """Run :data:`_FINISH_MANY` for ``params`` (a backend may run it its own faster way)."""
+    def _follow_ups(self, conn: Connection, finished: Sequence[tuple[int, Completion]]) -> None:
+        """The retries and alerts of runs just finished (most outcomes have neither)."""
+        follow = [(i, c) for i, c in finished if c.retry_at is not None or c.alerts]
+        if not follow:
+            return
+        full: dict[int, RowMapping] = {}
+        for chunk in chunks([run_id for run_id, _ in follow]):
+            found = conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings()
+            full.update((row["id"], row) for row in found)
+        for run_id, completion in follow:
+            finished_at = completion.finished_at.astimezone(UTC)
+            self._follow_up(conn, full[run_id], completion, now=finished_at)
+
+    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> int | None:
+        """Run :data:`_FINISH_MANY` for ``params`` (a backend may run it its own faster way).
+
+        Returns the number of rows updated where the backend knows it (see
+        :attr:`counts_finished`).
+        """
         conn.execute(_FINISH_MANY, params)
+        return None
 
     def _finish(self, conn: Connection, run_id: int, completion: Completion, instance: str) -> bool:
         fence = [

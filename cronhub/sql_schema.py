@@ -278,8 +278,8 @@ def row_to_run(row: RowMapping) -> Run:
         id=row["id"],
         job=row["job"],
         scheduled_for=row["scheduled_for"],
-        trigger=Trigger(row["trigger"]),
-        status=RunStatus(row["status"]),
+        trigger=as_trigger(row["trigger"]),
+        status=as_status(row["status"]),
         attempt=row["attempt"],
         schedule_id=row["schedule_id"] or "",
         instance=row["instance"],
@@ -299,6 +299,20 @@ def row_to_run(row: RowMapping) -> Run:
     )
 
 
+_STATUSES = {status.value: status for status in RunStatus}
+_TRIGGERS = {trigger.value: trigger for trigger in Trigger}
+
+
+def as_status(value: str) -> RunStatus:
+    """``RunStatus(value)``, by a dict lookup for the known ones (once per row of a batch)."""
+    return _STATUSES.get(value) or RunStatus(value)
+
+
+def as_trigger(value: str) -> Trigger:
+    """``Trigger(value)``, by a dict lookup for the known ones (once per row of a batch)."""
+    return _TRIGGERS.get(value) or Trigger(value)
+
+
 def claim_values(
     request: ClaimRequest, status: RunStatus, instance: str, now: datetime, lease: datetime
 ) -> dict[str, Any]:
@@ -309,7 +323,7 @@ def claim_values(
         "schedule_id": request.schedule_id,
         "scheduled_for": utc(request.scheduled_for),
         "attempt": request.attempt,
-        "trigger": Trigger(request.trigger).value,
+        "trigger": as_trigger(request.trigger).value,
         "status": status.value,
         "instance": None if status is RunStatus.QUEUED else instance,
         "created_at": now,
@@ -331,8 +345,8 @@ def claim_values(
 def values_to_run(run_id: int, values: dict[str, Any]) -> Run:
     """The :class:`Run` of a row just inserted with ``values`` under ``run_id``."""
     fields = dict(values)
-    fields["trigger"] = Trigger(fields["trigger"])
-    fields["status"] = RunStatus(fields["status"])
+    fields["trigger"] = as_trigger(fields["trigger"])
+    fields["status"] = as_status(fields["status"])
     return Run(id=run_id, **fields)
 
 

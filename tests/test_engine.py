@@ -698,6 +698,24 @@ async def test_cancelling_a_run_claimed_ahead_keeps_it_from_starting(ehub, clock
     assert [r.status for r in runs(ehub)] == [RunStatus.CANCELLED]
 
 
+async def test_a_run_claimed_ahead_waits_launched_but_not_active(ehub, clock):
+    # Launched ahead (its task and context made) so that its slot only has to let it in; until
+    # then it is not active here: nothing to wait for, no job busy, no body started.
+    engine, ran = await claimed_ahead(ehub, clock)
+    [claimed] = runs(ehub)
+    assert engine.runs.known(claimed.id)
+    assert engine.runs.active == {}
+    assert engine.runs.active_jobs() == set()
+    assert engine.runs.idle
+    await engine.wait_idle(timeout=1.0)
+    assert ran == []
+    await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+    await engine.wait_idle()
+    assert ran == [datetime(2026, 1, 5, 0, 1, tzinfo=UTC)]
+    await engine.stop()
+    assert [r.status for r in runs(ehub)] == [RunStatus.SUCCEEDED]
+
+
 async def test_collection_waits_until_every_body_of_a_burst_started(ehub, clock):
     # A full garbage collection in the middle of a burst of due runs would make every later
     # run of it late: the collector is off from the first start until the last body started,

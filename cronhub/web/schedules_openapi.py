@@ -217,7 +217,12 @@ SCHEDULE_PATHS: dict[str, Any] = {
                     **_query("expr", {"type": "string", "minLength": 1}, "The expression."),
                     "required": True,
                 },
-                _query("kind", {"enum": ["cron", "every", "at"]}, "Read expr as this field."),
+                _query(
+                    "kind",
+                    {"enum": ["cron", "every", "at", ""]},
+                    "Read expr as this field; empty or left out: told from expr (as a form "
+                    "with no choice sends it).",
+                ),
                 _query("tz", {"type": "string"}, "IANA zone (default UTC)."),
                 _query("count", {"type": "integer", "minimum": 1, "maximum": 100}, "How many."),
                 _query("start", {"type": "string"}, "No time before this ISO time."),

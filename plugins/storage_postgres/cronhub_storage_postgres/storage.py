@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from cronhub.errors import StorageError
 from cronhub.runs import ClaimRequest, ClaimResult, Completion, Run, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
-from cronhub.sql_runs import _slot_key
+from cronhub.sql_runs import slot_key
 from cronhub.sql_schema import jobs, runs
 
 log = logging.getLogger("cronhub.storage.postgres")
@@ -509,7 +509,7 @@ class PostgresStorage(SqlStorage):
     ) -> dict[tuple[Any, ...], RowMapping]:
         """The rows that already hold the slot keys of ``requests``, by key: one join of the
         keys (as arrays, ``unnest``) with the unique index, however many there are."""
-        keys = list(dict.fromkeys(k for k in map(_slot_key, requests) if k is not None))
+        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
         found: dict[tuple[Any, ...], RowMapping] = {}
         if not keys:
             return found

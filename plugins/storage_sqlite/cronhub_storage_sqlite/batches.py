@@ -16,6 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+#: Stands for ``{}`` in the memo of converted values (a dict cannot be a key).
+_NO_PARAMETERS = ("{}",)
+
 
 class DriverBatch:
     """One statement with ``?`` placeholders, bound to the types of ``columns`` in order.
@@ -39,8 +42,8 @@ class DriverBatch:
             self._processors = tuple(c.type.bind_processor(dialect) for c in self.columns)
         return self._processors
 
-    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Execute the statement once per row, in one ``executemany``."""
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Execute the statement once per row, in one ``executemany``; rows it changed."""
         processors = self._bound(conn)
         memo: list[dict[Any, Any]] = [{} for _ in processors]
         params = []
@@ -49,16 +52,20 @@ class DriverBatch:
             for key, process, seen in zip(self.keys, processors, memo, strict=True):
                 value = row[key]
                 if process is not None and value is not None:
-                    try:
-                        converted = seen[value]
-                    except KeyError:
-                        converted = seen[value] = process(value)
-                    except TypeError:  # unhashable (a dict of parameters)
+                    key = value
+                    if type(value) is dict:  # parameters: unhashable, and mostly empty
+                        key = _NO_PARAMETERS if not value else None
+                    if key is None:
                         converted = process(value)
+                    else:
+                        try:
+                            converted = seen[key]
+                        except KeyError:
+                            converted = seen[key] = process(value)
                     value = converted
                 values.append(value)
             params.append(tuple(values))
-        conn.exec_driver_sql(self.sql, params)
+        return conn.exec_driver_sql(self.sql, params).rowcount
 
 
 def insert_batch(table: sa.Table, names: Sequence[str]) -> DriverBatch:

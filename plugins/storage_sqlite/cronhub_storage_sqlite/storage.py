@@ -29,12 +29,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 
 from cronhub.errors import StorageError
+from cronhub.runs import ClaimRequest
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
-from cronhub.sql_runs import FINISH_COLUMNS
-from cronhub.sql_schema import runs
+from cronhub.sql_runs import FINISH_COLUMNS, slot_key
+from cronhub.sql_schema import jobs, runs
 from cronhub_storage_sqlite.batches import DriverBatch, insert_batch
 
 log = logging.getLogger("cronhub.storage.sqlite")
@@ -84,6 +85,21 @@ _FINISH_BATCH = DriverBatch(
     " WHERE id = ? AND instance = ? AND status = 'running'",
     [*(runs.c[name] for name in FINISH_COLUMNS), runs.c.started_at, runs.c.id, runs.c.instance],
     [*(f"b_{name}" for name in FINISH_COLUMNS), "b_started_at", "b_id", "b_instance"],
+)
+#: The ids of the rows holding the slot keys of a JSON array of ``[job, schedule_id,
+#: scheduled_for, attempt]``.
+_EXISTING_KEYS = (
+    "SELECT r.id FROM json_each(?) AS k JOIN cronhub_runs AS r"
+    " ON r.job = k.value ->> 0 AND r.schedule_id = k.value ->> 1"
+    " AND r.scheduled_for = k.value ->> 2 AND r.attempt = k.value ->> 3"
+)
+#: The bind processor of ``scheduled_for`` (the stored text of a slot), per dialect.
+_SLOT_TEXT: dict[Any, Any] = {}
+_INSERT_JOBS = insert_batch(jobs, ("job", "paused", "high_water"))
+_RAISE_MARKS = DriverBatch(
+    "UPDATE cronhub_jobs SET high_water = ? WHERE job = ?",
+    [jobs.c.high_water, jobs.c.job],
+    ["b_mark", "b_job"],
 )
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
 _LAST_ID = sa.select(sa.func.max(runs.c.id))
@@ -170,6 +186,7 @@ class SqliteStorage(SqlStorage):
 
     #: ``BEGIN IMMEDIATE`` makes every write transaction the only writer from its start.
     single_writer = True
+    counts_finished = True
 
     def __init__(
         self,
@@ -371,9 +388,46 @@ class SqliteStorage(SqlStorage):
             )
         return list(ids)
 
-    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+    def _existing_rows(
+        self, conn: Connection, requests: Sequence[ClaimRequest]
+    ) -> dict[tuple[Any, ...], RowMapping]:
+        """The rows already holding the batch's slot keys: one query with the keys as JSON.
+
+        Each key is one lookup of the unique key index; the usual answer is none, and the few
+        rows found are read by id.
+        """
+        if sqlite3.sqlite_version_info < (3, 38, 0):  # ``->>`` is built in since 3.38
+            return super()._existing_rows(conn, requests)
+        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
+        if not keys:
+            return {}
+        to_text = _SLOT_TEXT.get(conn.dialect)
+        if to_text is None:
+            to_text = _SLOT_TEXT[conn.dialect] = runs.c.scheduled_for.type.bind_processor(
+                conn.dialect
+            )
+        texts: dict[Any, Any] = {}
+        payload = []
+        for job, schedule_id, slot, attempt in keys:
+            text = texts.get(slot)
+            if text is None:
+                text = texts[slot] = to_text(slot) if to_text is not None else slot
+            payload.append((job, schedule_id, text, attempt))
+        ids = [row[0] for row in conn.exec_driver_sql(_EXISTING_KEYS, (json.dumps(payload),))]
+        return self._rows_by_ids(conn, ids) if ids else {}
+
+    def _write_marks(
+        self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
+    ) -> None:
+        """Job rows and high-water marks with the driver's ``executemany`` (:mod:`.batches`)."""
+        if inserts:
+            _INSERT_JOBS.run(conn, inserts)
+        if updates:
+            _RAISE_MARKS.run(conn, updates)
+
+    def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> int:
         """A batch of outcomes in one ``executemany`` of the driver (see :mod:`.batches`)."""
-        _FINISH_BATCH.run(conn, params)
+        return _FINISH_BATCH.run(conn, params)
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
         """One query per 1,000 jobs: ``max(id)`` per name, each an index lookup on ``(job, id)``."""
