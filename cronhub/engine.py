@@ -363,7 +363,12 @@ class Engine:
             max(0.0, min((d - now).total_seconds() for d in deadlines)) if deadlines else longest
         )
         self._wakeup.clear()
-        sleeper = asyncio.ensure_future(self.clock.sleep(min(delay, longest)))
+        sleep = self.clock.sleep
+        if self._starts and (self._starts[0] - now).total_seconds() <= delay:
+            # Next is the start of runs claimed ahead: on time to the millisecond where the
+            # clock can (``SystemClock.sleep_precise``).
+            sleep = getattr(self.clock, "sleep_precise", sleep)
+        sleeper = asyncio.ensure_future(sleep(min(delay, longest)))
         waker = asyncio.ensure_future(self._wakeup.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)

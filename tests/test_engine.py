@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import cronhub
+from cronhub.clock import SystemClock
 from cronhub.engine import Engine
 from cronhub.errors import JobDefinitionError
 from cronhub.runs import RunStatus
@@ -753,3 +755,40 @@ async def test_an_application_that_turned_collection_off_keeps_it_off(ehub, cloc
     finally:
         gc.enable()
         await engine.stop()
+
+
+async def test_the_start_of_runs_claimed_ahead_is_slept_to_precisely(plugin_manager):
+    # The timer of the loop wakes a millisecond or more late: the start of a gate is slept to
+    # with the clock's sleep_precise where it has one, and only that start.
+    class RecordingClock(FakeClock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.precise: list[datetime] = []
+
+        async def sleep_precise(self, seconds: float) -> None:
+            self.precise.append(self.now() + timedelta(seconds=seconds))
+            await self.sleep(seconds)
+
+    clock = RecordingClock()
+    hub = make_hub(plugin_manager, clock)
+
+    @hub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        pass
+
+    engine = Engine(hub)
+    await engine.start()
+    await advance_to(engine, clock, "2026-01-05T00:01:00.2+00:00")
+    await engine.wait_idle()
+    await engine.stop()
+    assert clock.precise == [datetime(2026, 1, 5, 0, 1, tzinfo=UTC)]
+    assert [r.status for r in runs(hub)] == [RunStatus.SUCCEEDED]
+    hub.close()
+
+
+async def test_a_precise_sleep_never_ends_early():
+    clock = SystemClock()
+    for seconds in (0.0, 0.001, 0.004, 0.02):
+        before = time.monotonic()
+        await clock.sleep_precise(seconds)
+        assert time.monotonic() - before >= seconds
