@@ -65,4 +65,3 @@ class SystemClock:
 #: How long before a precise instant :meth:`SystemClock.sleep_precise` stops sleeping and
 #: starts yielding (the timer lateness seen on Linux is 1 to 3 ms).
 PRECISE_MARGIN = 0.003
-

@@ -97,6 +97,7 @@ class Engine:
         self._started = False
         self._loop_task: asyncio.Task[None] | None = None
         self._next_housekeeping: datetime | None = None
+        self._next_reap: datetime | None = None
         self._next_purge: datetime | None = None
         self._retry_claims_at: datetime | None = None
         #: Time of the loop's last iteration (``/healthz`` checks it is recent).
@@ -606,7 +607,13 @@ class Engine:
         cadence = now + timedelta(seconds=self.reaper_interval)
         self._next_housekeeping = cadence
         storage = self.hub.storage
-        await self.runs.reap(now)
+        if self._next_reap is None or now >= self._next_reap:
+            self._next_reap = cadence
+            await self.runs.reap(now)
+        else:
+            # Called early (a run ended: a queued run may start now): the queued runs only;
+            # the reaper's round comes at its own time.
+            self._next_housekeeping = self._next_reap
         try:
             taken = await self.io(
                 storage.take_queued,

@@ -94,6 +94,11 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
 
     #: Give up retrying a transaction that keeps failing with a retryable error after this.
     retry_deadline: float = 120.0
+    #: Where the database admits one writer at a time (SQLite): this process's write
+    #: transactions queue on a lock of its own. A thread waiting on it goes on the moment the
+    #: writer before it ends, where the database's busy handler would poll in sleeps of 1 to
+    #: 100 ms (other processes still meet the busy handler).
+    one_writer_at_a_time: bool = False
 
     def __init__(self, url: str, *, retention: timedelta | None = DEFAULT_RETENTION) -> None:
         #: The URL, password masked: safe in logs, errors and the dashboard.
@@ -104,6 +109,7 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
         self._open_lock = threading.Lock()
         self._schedule_watchers: list[Callable[[], None]] = []
         self._watch_lock = threading.Lock()
+        self._write_lock = threading.RLock() if self.one_writer_at_a_time else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -170,7 +176,10 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
         deadline = time.monotonic() + self.retry_deadline
         delay = 0.002
         while True:
+            lock = self._write_lock if write else None
             try:
+                if lock is not None:
+                    lock.acquire()
                 with engine.connect() as conn:
                     if write:
                         conn.execution_options(**self._write_options())
@@ -185,6 +194,9 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
                 raise StorageError(f"storage {self.url}: {self._describe_error(exc)}") from exc
             except sa.exc.SQLAlchemyError as exc:
                 raise StorageError(f"storage {self.url}: {self._describe_error(exc)}") from exc
+            finally:
+                if lock is not None:
+                    lock.release()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:

@@ -187,6 +187,7 @@ class SqliteStorage(SqlStorage):
     #: ``BEGIN IMMEDIATE`` makes every write transaction the only writer from its start.
     single_writer = True
     counts_finished = True
+    one_writer_at_a_time = True
 
     def __init__(
         self,
