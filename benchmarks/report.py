@@ -391,23 +391,42 @@ def header(data: dict[str, Any]) -> list[str]:
         f"Command: `{data.get('command', 'python benchmarks/run.py')}`",
         "",
     ]
-    for extra in data.get("merged", []):
+    merged = data.get("merged", [])
+    for extra in merged:
+        at = ""
+        if extra.get("commit"):
+            dirty = " (with uncommitted changes)" if extra.get("dirty") else ""
+            at = f" at commit {extra['commit']}{dirty}"
         lines += [
             f"{', '.join(extra['workloads'])}: from a later run started {extra['started']} "
-            f"on the same machine (`{extra['command']}`), which replaced the first run's.",
+            f"on the same machine{at} (`{extra['command']}`), which replaced the first run's.",
             "",
         ]
+        extra_load = extra.get("load")
+        if extra_load and max(extra_load) > 0.5 * cores:
+            lines += [
+                _noisy(
+                    f"the run that measured {', '.join(extra['workloads'])}", *extra_load, cores
+                ),
+                "",
+            ]
     if data.get("command", "").strip() == "python benchmarks/run.py":
         lines[2] = "Command: `python benchmarks/run.py`"
     if max(load[0], load_after[0]) > 0.5 * cores:
-        lines += [
-            f"> **Noisy figures.** The machine was busy with other work during this run (load "
-            f"average {load[0]:.1f} at the start, {load_after[0]:.1f} at the end, on {cores} "
-            "cores). Absolute figures, lateness above all, are worse than on a quiet machine; "
-            "ratios taken in the same run are the figures to compare.",
-            "",
-        ]
+        later = {w for m in merged for w in m["workloads"]}
+        first = [w for w in data.get("workloads", []) if w not in later]
+        which = f"the run that measured {', '.join(first)}" if merged else "this run"
+        lines += [_noisy(which, load[0], load_after[0], cores), ""]
     return lines
+
+
+def _noisy(which: str, before: float, after: float, cores: int) -> str:
+    return (
+        f"> **Noisy figures.** The machine was busy with other work during {which} (load "
+        f"average {before:.1f} at the start, {after:.1f} at the end, on {cores} cores). "
+        "Absolute figures, lateness above all, are worse than on a quiet machine; ratios taken "
+        "in the same run are the figures to compare."
+    )
 
 
 def intro(data: dict[str, Any]) -> str:
@@ -467,9 +486,13 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     data["records"] = list(runs[0]["records"])
     data["params"] = dict(runs[0]["params"])
     data["workloads"] = list(runs[0]["workloads"])
-    data["merged"] = []
+    # Runs merged into the first file before: kept for the workloads no later run replaces.
+    data["merged"] = [dict(m) for m in runs[0].get("merged", [])]
     for later in runs[1:]:
         replaced = set(later["workloads"])
+        for earlier in data["merged"]:
+            earlier["workloads"] = [w for w in earlier["workloads"] if w not in replaced]
+        data["merged"] = [m for m in data["merged"] if m["workloads"]]
         data["records"] = [r for r in data["records"] if r["workload"] not in replaced]
         data["records"] += later["records"]
         for name in later["workloads"]:
@@ -477,11 +500,15 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if name not in data["workloads"]:
                 data["workloads"].append(name)
         data["workloads"].sort()
+        env = later.get("environment", {})
         data["merged"].append(
             {
                 "started": later["started"],
                 "command": later.get("command", ""),
                 "workloads": sorted(replaced),
+                "commit": env.get("commit"),
+                "dirty": env.get("dirty", False),
+                "load": [env.get("load_before", [0])[0], env.get("load_after", [0])[0]],
             }
         )
         data["seconds"] = data.get("seconds", 0) + later.get("seconds", 0)

@@ -192,3 +192,24 @@ def test_report_says_when_the_machine_was_busy_and_merges_runs(tmp_path):
     assert "Noisy figures" in text
     assert "W2: from a later run started 2026-01-05T01:00:00+00:00" in text
     assert json.loads((tmp_path / "bench" / "results.json").read_text())["merged"]
+
+
+def test_a_merge_into_a_merged_report_keeps_the_runs_it_does_not_replace():
+    first = make_data()
+    first["merged"] = [
+        {"started": "2026-01-05T01:00:00+00:00", "command": "a", "workloads": ["W1", "W6"]}
+    ]
+    later = make_data()
+    later["started"] = "2026-01-05T02:00:00+00:00"
+    later["command"] = "python benchmarks/run.py --workloads W1"
+    later["workloads"] = ["W1"]
+    later["environment"] = {**later["environment"], "commit": "abc1234", "dirty": False}
+    later["records"] = [r for r in later["records"] if r["workload"] == "W1"]
+    merged = report.merge([first, later])
+    assert [(m["started"], m["workloads"]) for m in merged["merged"]] == [
+        ("2026-01-05T01:00:00+00:00", ["W6"]),
+        ("2026-01-05T02:00:00+00:00", ["W1"]),
+    ]
+    text = "\n".join(report.header(merged))
+    assert "W6: from a later run started 2026-01-05T01:00:00+00:00" in text
+    assert "2026-01-05T02:00:00+00:00 on the same machine at commit abc1234" in text
