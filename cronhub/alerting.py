@@ -45,6 +45,10 @@ class Streak:
     dead_letter: bool = False
 
 
+#: The streak of a job whose last outcome succeeded (or that has none).
+_NOT_FAILING = Streak()
+
+
 def streak_of(storage: Storage, job: str, run_id: int) -> Streak:
     """Read ``job``'s streak from storage, ignoring run ``run_id`` (the one ending now).
 
@@ -131,24 +135,27 @@ class AlertRouter:
             rather than a lost one).
         :param dead_letter: This run failed its last attempt.
         """
-        streak = streak or Streak()
-        base = {**_base(job, run, status, now), "error": error, "duration_ms": duration_ms}
-        alerts: list[Alert] = []
+        streak = streak or _NOT_FAILING
+        raised: list[tuple[str, str]] = []  # (kind, message)
         if status.failure:
             if status is RunStatus.CRASHED:
-                alerts.append(Alert(kind="crash", message="the run crashed", **base))
+                raised.append(("crash", "the run crashed"))
             elif status is RunStatus.TIMED_OUT:
-                alerts.append(Alert(kind="timeout", message="the run timed out", **base))
+                raised.append(("timeout", "the run timed out"))
             elif not streak.failing:
-                alerts.append(Alert(kind="failure", message="the job started failing", **base))
+                raised.append(("failure", "the job started failing"))
             # With retries=0 every failed run is a dead letter and the failure alert says it
             # already; a dead letter alert is for retries exhausted, once per streak.
             if dead_letter and job.retries > 0 and not streak.dead_letter:
                 message = f"all {job.retries + 1} attempts failed: the run is a dead letter"
-                alerts.append(Alert(kind="dead_letter", message=message, **base))
+                raised.append(("dead_letter", message))
         elif status is RunStatus.SUCCEEDED and streak.failing:
-            alerts.append(Alert(kind="recovery", message="the job succeeded again", **base))
-        return [a for a in alerts if a.kind in job.alerts]
+            raised.append(("recovery", "the job succeeded again"))
+        raised = [(kind, message) for kind, message in raised if kind in job.alerts]
+        if not raised:  # most runs: nothing to build
+            return []
+        base = {**_base(job, run, status, now), "error": error, "duration_ms": duration_ms}
+        return [Alert(kind=kind, message=message, **base) for kind, message in raised]
 
     def missed(self, job: Job, run: Run, now: datetime) -> list[Alert]:
         """The one alert of an outage: ``run`` is the ``missed`` record the claim wrote."""

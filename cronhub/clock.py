@@ -15,7 +15,12 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Clock(Protocol):
-    """What the engine needs from time."""
+    """What the engine needs from time.
+
+    A clock may also offer ``async def sleep_precise(seconds)``, a sleep that ends on the
+    instant rather than when the event loop's timer gets to it; the engine uses it, where
+    there is one, for the start of runs claimed ahead (see :class:`SystemClock`).
+    """
 
     def now(self) -> datetime:
         """The current time, an aware datetime in UTC."""

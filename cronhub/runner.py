@@ -77,6 +77,21 @@ class StartGate:
         self.burst_over: list[asyncio.Future[None]] = []
 
 
+def _finished(run: Run, completion: Completion) -> Run:
+    """``run`` as ``completion`` ended it."""
+    return run.replace(
+        started_at=completion.started_at or run.started_at,
+        status=completion.status,
+        finished_at=completion.finished_at,
+        duration_ms=completion.duration_ms,
+        error_type=completion.error_type,
+        error_message=completion.error_message,
+        traceback=completion.traceback,
+        log=completion.log,
+        dead_letter=completion.dead_letter,
+    )
+
+
 def _set_all(futures: list[asyncio.Future[None]]) -> None:
     for future in futures:
         if not future.done():
@@ -243,7 +258,9 @@ class RunManager:
 
         A launched run's body runs in this task (one task per run, so a burst of runs starts
         its bodies in order, each right after its own start-up); ``direct`` (``cronhub run``)
-        runs it in a task of its own.
+        runs it in a task of its own. Returns the run as it ended, except that a launched run
+        whose outcome was written and that no ``cronhub_run_finished`` hook listens to returns
+        ``run`` itself (nobody reads a launched task's result; storage holds the outcome).
         """
         engine = self.engine
         clock = engine.clock
@@ -356,24 +373,13 @@ class RunManager:
             # A write whose answer was lost and whose retry found the run already ended: if
             # the row holds this completion, the first attempt wrote it.
             written = await self._wrote_before(run, completion)
-        finished = run.replace(
-            started_at=completion.started_at or run.started_at,
-            status=completion.status,
-            finished_at=completion.finished_at,
-            duration_ms=completion.duration_ms,
-            error_type=completion.error_type,
-            error_message=completion.error_message,
-            traceback=completion.traceback,
-            log=completion.log,
-            dead_letter=completion.dead_letter,
-        )
         if not written:
             if entry.cancel_reason == "cancelled":
                 # A cancel (the API, another instance) ended the run in storage first.
                 log.info("run %d of %s: cancelled", run.id, run.job)
             else:
                 log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
-            return finished
+            return _finished(run, completion)
         if completion.alerts:
             engine.delivery.wake()
         if completion.retry_at is not None:
@@ -382,8 +388,11 @@ class RunManager:
             # A queued run of this job (overlap "queue", catch-up) may be waiting for this one.
             engine._schedule_housekeeping(now)
         if engine.pm.listened("cronhub_run_finished"):
+            finished = _finished(run, completion)
             await engine.pm.call_each("cronhub_run_finished", run=finished)
-        return finished
+            return finished
+        # A launched run's task result is not read: the finished copy is made only when asked.
+        return _finished(run, completion) if direct else run
 
     async def _wrote_before(self, run: Run, completion: Completion) -> bool:
         engine = self.engine
