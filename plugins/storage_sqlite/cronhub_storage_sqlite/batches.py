@@ -43,29 +43,38 @@ class DriverBatch:
         return self._processors
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Execute the statement once per row, in one ``executemany``; rows it changed."""
-        processors = self._bound(conn)
-        memo: list[dict[Any, Any]] = [{} for _ in processors]
-        params = []
-        for row in rows:
-            values = []
-            for key, process, seen in zip(self.keys, processors, memo, strict=True):
-                value = row[key]
-                if process is not None and value is not None:
-                    key = value
-                    if type(value) is dict:  # parameters: unhashable, and mostly empty
-                        key = _NO_PARAMETERS if not value else None
-                    if key is None:
-                        converted = process(value)
-                    else:
-                        try:
-                            converted = seen[key]
-                        except KeyError:
-                            converted = seen[key] = process(value)
-                    value = converted
-                values.append(value)
-            params.append(tuple(values))
-        return conn.exec_driver_sql(self.sql, params).rowcount
+        """Execute the statement once per row, in one ``executemany``; rows it changed.
+
+        Column by column: each column's values are read in one pass and each distinct value
+        is converted once (most columns of a batch hold one or two distinct values).
+        """
+        columns = []
+        for key, process in zip(self.keys, self._bound(conn), strict=True):
+            values = [row[key] for row in rows]
+            columns.append(values if process is None else _converted(values, process))
+        return conn.exec_driver_sql(self.sql, list(zip(*columns, strict=True))).rowcount
+
+
+def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """``values`` through ``process`` (``None`` stays ``None``), each distinct value once."""
+    try:
+        distinct = dict.fromkeys(values)
+    except TypeError:  # parameters (dicts): unhashable, and mostly empty
+        memo: dict[Any, Any] = {}
+        out = []
+        for value in values:
+            if value is None:
+                out.append(None)
+            elif type(value) is dict and not value:
+                if _NO_PARAMETERS not in memo:
+                    memo[_NO_PARAMETERS] = process(value)
+                out.append(memo[_NO_PARAMETERS])
+            else:
+                out.append(process(value))
+        return out
+    for value in distinct:
+        distinct[value] = None if value is None else process(value)
+    return [distinct[value] for value in values]
 
 
 def insert_batch(table: sa.Table, names: Sequence[str]) -> DriverBatch:
