@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,7 +389,7 @@ def header(data: dict[str, Any]) -> list[str]:
         f"{data['repeats']} repeat(s) per figure, each a fresh process: the median, with the "
         f"min{DASH}max range in brackets. It took {data.get('seconds', 0) / 60:.1f} min in all.",
         "",
-        f"Command: `{data.get('command', 'python benchmarks/run.py')}`",
+        f"Command: `{_shown_command(data.get('command', 'python benchmarks/run.py'))}`",
         "",
     ]
     merged = data.get("merged", [])
@@ -397,9 +398,10 @@ def header(data: dict[str, Any]) -> list[str]:
         if extra.get("commit"):
             dirty = " (with uncommitted changes)" if extra.get("dirty") else ""
             at = f" at commit {extra['commit']}{dirty}"
+        command = _shown_command(extra["command"])
         lines += [
             f"{', '.join(extra['workloads'])}: from a later run started {extra['started']} "
-            f"on the same machine{at} (`{extra['command']}`), which replaced the first run's.",
+            f"on the same machine{at} (`{command}`), which replaced the first run's.",
             "",
         ]
         extra_load = extra.get("load")
@@ -418,6 +420,11 @@ def header(data: dict[str, Any]) -> list[str]:
         which = f"the run that measured {', '.join(first)}" if merged else "this run"
         lines += [_noisy(which, load[0], load_after[0], cores), ""]
     return lines
+
+
+def _shown_command(command: str) -> str:
+    """``command`` without its ``--output`` (where that run's own report went is moot here)."""
+    return re.sub(r"\s--output(?:=|\s+)\S+", "", command)
 
 
 def _noisy(which: str, before: float, after: float, cores: int) -> str:
@@ -504,7 +511,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         data["merged"].append(
             {
                 "started": later["started"],
-                "command": later.get("command", ""),
+                "command": _shown_command(later.get("command", "")),
                 "workloads": sorted(replaced),
                 "commit": env.get("commit"),
                 "dirty": env.get("dirty", False),

@@ -213,3 +213,15 @@ def test_a_merge_into_a_merged_report_keeps_the_runs_it_does_not_replace():
     text = "\n".join(report.header(merged))
     assert "W6: from a later run started 2026-01-05T01:00:00+00:00" in text
     assert "2026-01-05T02:00:00+00:00 on the same machine at commit abc1234" in text
+
+
+def test_the_header_leaves_out_where_a_run_wrote_its_own_report():
+    data = make_data()
+    data["command"] = "python benchmarks/run.py --workloads W1 --output /some/where.md"
+    data["merged"] = [
+        {"started": "x", "command": "python benchmarks/run.py --output=a.md", "workloads": ["W2"]}
+    ]
+    text = "\n".join(report.header(data))
+    assert "Command: `python benchmarks/run.py --workloads W1`" in text
+    assert "(`python benchmarks/run.py`)" in text
+    assert "--output" not in text
