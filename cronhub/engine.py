@@ -405,6 +405,8 @@ class Engine:
         starts: dict[tuple[str, str, datetime], datetime] = {}
         taken: list[tuple[datetime, datetime, str]] = []  # the entries claimed now
         busy: set[str] | None = None  # jobs with a run active here (read when first needed)
+        marks = await self._marks_of_late_jobs(due, now)
+        planned: dict[str, datetime] = {}  # late jobs: the newest slot their plan covers
         for entry in due:
             due_at, slot, key = entry
             schedule_id = ""
@@ -428,7 +430,15 @@ class Engine:
                 starts[(job.name, schedule_id, slot)] = due_at
             taken.append(entry)
             if (now - due_at).total_seconds() > job.misfire_grace:
-                plan = plan_late_slots(job, slot - timedelta(microseconds=1), now)
+                after = slot - timedelta(microseconds=1)
+                mark = marks.get(key)
+                if mark is not None and mark > after:
+                    # Another instance handled these slots (ran them or counted them missed)
+                    # while this one could not reach storage: plan only what comes after.
+                    after = mark
+                plan = plan_late_slots(job, after, now)
+                if not schedule_id and plan.newest is not None:
+                    planned[job.name] = plan.newest
                 late = plan.requests
                 if schedule_id:
                     late = [
@@ -464,8 +474,42 @@ class Engine:
             self._retry_claims_at = now + timedelta(seconds=1)
             return
         self._retry_claims_at = None
+        for name, newest in planned.items():
+            # A ``missed`` record moves the mark only to its own (first) slot: the mark goes
+            # to the newest slot the plan covered, so that an instance planning after this
+            # one starts after it.
+            with contextlib.suppress(Exception):
+                await self.io(self.hub.storage.advance_high_water, name, newest)
         if self._heap and self._heap[0][0] <= self.clock.now() + self.claim_ahead:
             self._wake()  # more than one batch was due
+
+    async def _marks_of_late_jobs(
+        self, due: Sequence[tuple[datetime, datetime, str]], now: datetime
+    ) -> dict[str, datetime]:
+        """The stored high-water marks of the jobs among ``due`` that are late (rare: after
+        downtime or an outage), read just before they are planned.
+
+        Late slots are planned from this instance's own next slot, which after an outage may
+        lag behind what another instance handled meanwhile: its ``missed`` record would then
+        count slots the other one already ran or recorded. Planning from the mark avoids it.
+        """
+        late = sorted(
+            {
+                key
+                for due_at, _, key in due
+                if not key.startswith(KEY_PREFIX)
+                and key in self.jobs
+                and (now - due_at).total_seconds() > self.jobs[key].misfire_grace
+            }
+        )
+        if not late:
+            return {}
+        try:
+            states = await self.io(self.hub.storage.job_states, late)
+        except Exception as exc:  # the claim that follows says whether storage answers
+            log.debug("cannot read the high-water marks of %d late job(s): %s", len(late), exc)
+            return {}
+        return {name: s.high_water for name, s in states.items() if s.high_water is not None}
 
     def _drop_pushed_after(self, due: Sequence[tuple[datetime, datetime, str]]) -> None:
         # The next slots pushed for these jobs were pushed too early: remove them so that

@@ -13,7 +13,7 @@ import pytest
 import cronhub
 from cronhub.clock import SystemClock
 from cronhub.engine import Engine
-from cronhub.errors import JobDefinitionError
+from cronhub.errors import JobDefinitionError, StorageError
 from cronhub.runs import RunStatus
 from cronhub.schedules import jitter_delay
 from cronhub.storage import RunFilter
@@ -792,3 +792,52 @@ async def test_a_precise_sleep_never_ends_early():
         before = time.monotonic()
         await clock.sleep_precise(seconds)
         assert time.monotonic() - before >= seconds
+
+
+class _CutOff:
+    """A shared storage as one instance sees it: its claims fail while ``down``."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = False
+
+    def claim(self, *args, **kwargs):
+        if self.down:
+            raise StorageError("storage unreachable (test)")
+        return self.inner.claim(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_an_instance_back_from_an_outage_plans_after_what_another_one_handled(
+    plugin_manager, clock
+):
+    # B cannot claim from the start; A runs three slots and stops. When B reaches storage
+    # again its own next slot is the first one: planned from there, its missed record (keyed
+    # on a slot A ran) was refused and the slots after A's were counted by nobody. Planned
+    # from the stored high-water mark, every slot is accounted for exactly once.
+    hub_a = make_hub(plugin_manager, clock)
+    cut = _CutOff(hub_a.storage)
+    hub_b = make_hub(plugin_manager, clock, storage=cut, instance_id="engine-b")
+    for hub in (hub_a, hub_b):
+        hub.job(lambda: None, every="1m", name="latest", catch_up="latest", misfire_grace=30)
+    a, b = Engine(hub_a), Engine(hub_b)
+    await a.start()
+    cut.down = True
+    await b.start()
+    await advance_to(a, clock, "2026-01-05T00:03:10+00:00")
+    await a.stop()
+    await advance_to(b, clock, "2026-01-05T00:10:40+00:00")
+    cut.down = False
+    await advance_to(b, clock, "2026-01-05T00:10:50+00:00")
+    await b.stop()
+    minute = timedelta(minutes=1)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    covered: dict[datetime, int] = {}
+    for run in runs(hub_a, job="latest"):
+        for n in range(run.missed_count if run.status == RunStatus.MISSED else 1):
+            slot = run.scheduled_for + n * minute
+            covered[slot] = covered.get(slot, 0) + 1
+    assert covered == {start + n * minute: 1 for n in range(1, 11)}, covered
+    hub_a.close()
