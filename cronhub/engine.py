@@ -37,7 +37,7 @@ from cronhub.runs import (
 from cronhub.runtime_schedules import validate_params
 from cronhub.runtime_timers import KEY_PREFIX, RuntimeTimers
 from cronhub.schedules import jitter_delay
-from cronhub.storage import RunFilter
+from cronhub.storage import RunFilter, Storage
 
 if TYPE_CHECKING:
     from cronhub.executors import Executor
@@ -406,7 +406,8 @@ class Engine:
         taken: list[tuple[datetime, datetime, str]] = []  # the entries claimed now
         busy: set[str] | None = None  # jobs with a run active here (read when first needed)
         marks = await self._marks_of_late_jobs(due, now)
-        planned: dict[str, datetime] = {}  # late jobs: the newest slot their plan covers
+        # Late jobs whose plan covers slots past the newest one it claims: the mark goes there.
+        beyond_claim: dict[str, datetime] = {}
         for entry in due:
             due_at, slot, key = entry
             schedule_id = ""
@@ -429,7 +430,7 @@ class Engine:
                         continue
                 starts[(job.name, schedule_id, slot)] = due_at
             taken.append(entry)
-            if (now - due_at).total_seconds() > job.misfire_grace:
+            if _late(job, due_at, now):
                 after = slot - timedelta(microseconds=1)
                 mark = marks.get(key)
                 if mark is not None and mark > after:
@@ -437,8 +438,11 @@ class Engine:
                     # while this one could not reach storage: plan only what comes after.
                     after = mark
                 plan = plan_late_slots(job, after, now)
-                if not schedule_id and plan.newest is not None:
-                    planned[job.name] = plan.newest
+                slots = [r.scheduled_for for r in plan.requests if r.scheduled_for]
+                if not schedule_id and plan.newest and (not slots or plan.newest > max(slots)):
+                    # Only a ``missed`` record covers the newest slots (``catch_up="none"``):
+                    # the claim moves the mark to its first slot only.
+                    beyond_claim[job.name] = plan.newest
                 late = plan.requests
                 if schedule_id:
                     late = [
@@ -474,12 +478,10 @@ class Engine:
             self._retry_claims_at = now + timedelta(seconds=1)
             return
         self._retry_claims_at = None
-        for name, newest in planned.items():
-            # A ``missed`` record moves the mark only to its own (first) slot: the mark goes
-            # to the newest slot the plan covered, so that an instance planning after this
-            # one starts after it.
+        if beyond_claim:
+            # So that an instance planning after this one starts after what this one covered.
             with contextlib.suppress(Exception):
-                await self.io(self.hub.storage.advance_high_water, name, newest)
+                await self.io(_advance_marks, self.hub.storage, beyond_claim)
         if self._heap and self._heap[0][0] <= self.clock.now() + self.claim_ahead:
             self._wake()  # more than one batch was due
 
@@ -499,7 +501,7 @@ class Engine:
                 for due_at, _, key in due
                 if not key.startswith(KEY_PREFIX)
                 and key in self.jobs
-                and (now - due_at).total_seconds() > self.jobs[key].misfire_grace
+                and _late(self.jobs[key], due_at, now)
             }
         )
         if not late:
@@ -824,6 +826,17 @@ class Engine:
                 if self.runs.idle and not (self._heap and self._heap[0][0] <= self.clock.now()):
                     return
         raise TimeoutError("the engine did not become idle")
+
+
+def _late(job: Job, due_at: datetime, now: datetime) -> bool:
+    """Whether a slot due at ``due_at`` is past the job's misfire grace at ``now``."""
+    return (now - due_at).total_seconds() > job.misfire_grace
+
+
+def _advance_marks(storage: Storage, marks: dict[str, datetime]) -> None:
+    """Move each job's high-water mark forward to its slot (blocking: storage thread)."""
+    for name, slot in marks.items():
+        storage.advance_high_water(name, slot)
 
 
 async def run_job_once(hub: Hub, name: str, *, params: dict[str, Any] | None = None) -> Run:

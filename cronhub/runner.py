@@ -51,8 +51,8 @@ class _Active:
     streak: Streak | None = None
     #: Set while a run launched ahead of its slot waits for it (see :class:`StartGate`).
     gate: asyncio.Future[None] | None = None
-    #: A gated run's body, once done, waits on this for the rest of the burst to start.
-    burst_over: asyncio.Future[None] | None = None
+    #: A gated run's body, once done, waits on this for the rest of its gate to start.
+    after_burst: asyncio.Future[None] | None = None
 
     @property
     def waiting(self) -> bool:
@@ -68,13 +68,13 @@ class StartGate:
     run of the gate into its body, one right after another.
     """
 
-    __slots__ = ("burst_over", "waiters")
+    __slots__ = ("after_burst", "waiters")
 
     def __init__(self) -> None:
         #: One future per run; each run's own, so that cancelling one cancels no other.
         self.waiters: list[asyncio.Future[None]] = []
         #: Per run too: set once every body of the gate has started.
-        self.burst_over: list[asyncio.Future[None]] = []
+        self.after_burst: list[asyncio.Future[None]] = []
 
 
 def _finished(run: Run, completion: Completion) -> Run:
@@ -144,7 +144,7 @@ class RunManager:
     @property
     def active(self) -> dict[int, Run]:
         """The runs executing here now, by id."""
-        return {run_id: e.run for run_id, e in self._active.items() if e.gate is None}
+        return {run_id: e.run for run_id, e in self._active.items() if not e.waiting}
 
     def start(self) -> None:
         """Start the heartbeat and writer tasks."""
@@ -176,7 +176,8 @@ class RunManager:
         create_future = loop.create_future
         renewed_at = self.engine.clock.monotonic()
         launched = 0
-        with self._burst(loop, now=gate is None):
+        # Launched ahead of their slot, the runs only wait: their burst is when the gate opens.
+        with self._burst(loop) if gate is None else contextlib.nullcontext():
             for run in runs:
                 run_id = run.id
                 if run_id in seen:
@@ -185,9 +186,9 @@ class RunManager:
                 entry = active[run_id] = _Active(run, None, None, False, renewed_at)
                 if gate is not None:
                     entry.gate = create_future()
-                    entry.burst_over = create_future()
+                    entry.after_burst = create_future()
                     gate.waiters.append(entry.gate)
-                    gate.burst_over.append(entry.burst_over)
+                    gate.after_burst.append(entry.after_burst)
                     self._waiting += 1
                 entry.task = task = create_task(self.execute(run))
                 tasks.add(task)
@@ -205,11 +206,11 @@ class RunManager:
             for waiter in gate.waiters:
                 if not waiter.done():  # a run cancelled while it waited
                     waiter.set_result(None)
-            loop.call_soon(_set_all, gate.burst_over)
+            loop.call_soon(_set_all, gate.after_burst)
 
     @contextlib.contextmanager
-    def _burst(self, loop: asyncio.AbstractEventLoop, *, now: bool = True) -> Iterator[None]:
-        """While runs start in a burst (``now``): no garbage collection, no lease renewals.
+    def _burst(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        """While runs start in a burst: no garbage collection, no lease renewals.
 
         Every step made ready inside the block (a new task's first one, a woken task's) runs
         before the callbacks queued at its end, so the burst is over when they run. The
@@ -219,9 +220,6 @@ class RunManager:
         and nothing of the burst is garbage yet. Lease renewals wait too: their storage work
         would compete for the interpreter with the bodies still to start.
         """
-        if not now:
-            yield
-            return
         held = gc_hold.hold()
         if self._burst_over is None:
             self._burst_over = asyncio.Event()
@@ -235,7 +233,7 @@ class RunManager:
 
     def active_jobs(self) -> set[str]:
         """The jobs with a run active here (not counting runs waiting for their slot)."""
-        return {entry.run.job for entry in self._active.values() if entry.gate is None}
+        return {entry.run.job for entry in self._active.values() if not entry.waiting}
 
     def known(self, run_id: int) -> bool:
         """Whether this instance started (or is running) run ``run_id`` recently."""
@@ -279,9 +277,9 @@ class RunManager:
             # Launched ahead of its slot: everything above is done, the slot is what is left.
             try:
                 await entry.gate
-            except asyncio.CancelledError:  # cancelled before it started
+            except asyncio.CancelledError:  # cancelled before it started (see cancel_local)
                 current = asyncio.current_task()
-                if current is not None:
+                if current is not None and current.cancelling():
                     current.uncancel()
                 entry.cancel_reason = entry.cancel_reason or "cancelled"
             finally:
@@ -325,9 +323,9 @@ class RunManager:
                     # records its outcome (a burst of due runs starts sooner). A gated run
                     # waits on a future of its own made ahead: cheaper in the burst than
                     # a sleep(0), which queues a new callback.
-                    if entry.burst_over is not None:
+                    if entry.after_burst is not None:
                         try:  # noqa: SIM105 - contextlib.suppress costs more, in the burst
-                            await entry.burst_over
+                            await entry.after_burst
                         except asyncio.CancelledError:  # the body is done: it is recorded
                             pass
                     else:
@@ -595,7 +593,13 @@ class RunManager:
         entry.cancel_reason = entry.cancel_reason or reason
         if entry.ctx is not None:
             entry.ctx.cancel()
-        if entry.task is not None and (entry.in_body or entry.waiting) and not entry.task.done():
+        if entry.gate is not None:
+            # Waiting for its slot: its own gate is cancelled, not its task, which may not
+            # have taken its first step yet (a task cancelled before it starts never runs
+            # the code that ends the run here).
+            if not entry.gate.done():
+                entry.gate.cancel()
+        elif entry.task is not None and entry.in_body and not entry.task.done():
             entry.task.cancel()
         return True
 

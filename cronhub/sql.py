@@ -29,6 +29,7 @@ What a subclass provides or may override:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import re
@@ -175,12 +176,11 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
             raise StorageError(f"storage {self.url} is not open")
         deadline = time.monotonic() + self.retry_deadline
         delay = 0.002
+        # Held for one attempt only: a retry's backoff below does not keep the others waiting.
+        writing = self._write_lock if write and self._write_lock else contextlib.nullcontext()
         while True:
-            lock = self._write_lock if write else None
             try:
-                if lock is not None:
-                    lock.acquire()
-                with engine.connect() as conn:
+                with writing, engine.connect() as conn:
                     if write:
                         conn.execution_options(**self._write_options())
                     with conn.begin():
@@ -194,9 +194,6 @@ class SqlStorage(SqlRuns, SqlHistory, SqlSchedules):
                 raise StorageError(f"storage {self.url}: {self._describe_error(exc)}") from exc
             except sa.exc.SQLAlchemyError as exc:
                 raise StorageError(f"storage {self.url}: {self._describe_error(exc)}") from exc
-            finally:
-                if lock is not None:
-                    lock.release()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:

@@ -9,7 +9,7 @@ are not fully serialised (PostgreSQL, with :meth:`~cronhub.sql.SqlStorage._lock_
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +30,7 @@ from cronhub.runs import (
 from cronhub.sql_schedules import ScheduleRow, schedule_stopped
 from cronhub.sql_schema import (
     ACTIVE_STATUSES,
+    as_overlap,
     as_status,
     as_trigger,
     chunks,
@@ -79,9 +80,6 @@ _FINISH_MANY = (
 )
 
 
-_OVERLAPS = {overlap.value: overlap for overlap in Overlap}
-
-
 def _finish_params(
     run_id: int, completion: Completion, instance: str, duration: int | None
 ) -> dict[str, Any]:
@@ -117,12 +115,28 @@ def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus
                 f"rows, not {status.value}"
             )
         return status
-    overlap = _OVERLAPS.get(request.overlap) or Overlap(request.overlap)
+    overlap = as_overlap(request.overlap)
     if running == 0 or overlap in (Overlap.ALLOW, Overlap.REPLACE):
         return RunStatus.RUNNING
     if overlap is Overlap.QUEUE and queued == 0:
         return RunStatus.QUEUED
     return RunStatus.SKIPPED
+
+
+def row_slot_key(row: RowMapping) -> tuple[Any, ...]:
+    """The unique key of a ``cronhub_runs`` row, as :func:`slot_key` spells it."""
+    return (row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])
+
+
+def slot_keys(requests: Iterable[ClaimRequest]) -> list[tuple[Any, ...]]:
+    """The distinct unique keys of ``requests``, in order (manual runs have none)."""
+    return list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
+
+
+def _rows_of(conn: Connection, ids: Sequence[int]) -> Iterator[RowMapping]:
+    """The whole rows of runs ``ids``, a query per 1,000."""
+    for chunk in chunks(list(ids)):
+        yield from conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings()
 
 
 def slot_key(request: ClaimRequest) -> tuple[Any, ...] | None:
@@ -380,25 +394,21 @@ class SqlRuns:
         The keys are ``(job, schedule_id, scheduled_for in UTC, attempt)``; a backend may find
         them its own faster way (:meth:`_rows_by_ids` reads the rows it finds).
         """
-        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
+        keys = slot_keys(requests)
         found: dict[tuple[Any, ...], RowMapping] = {}
         for chunk in chunks(keys, _KEYS_PER_QUERY):
             params: dict[str, Any] = {}
             for n, (job, schedule_id, slot, attempt) in enumerate(chunk):
                 params.update({f"j{n}": job, f"s{n}": schedule_id, f"t{n}": slot, f"a{n}": attempt})
             for row in conn.execute(_key_lookup(len(chunk)), params).mappings():
-                found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
+                found[row_slot_key(row)] = row
         return found
 
     def _rows_by_ids(
         self, conn: Connection, ids: Sequence[int]
     ) -> dict[tuple[Any, ...], RowMapping]:
         """The rows of runs ``ids``, by slot key (see :meth:`_existing_rows`)."""
-        found: dict[tuple[Any, ...], RowMapping] = {}
-        for chunk in chunks(list(ids)):
-            for row in conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings():
-                found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
-        return found
+        return {row_slot_key(row): row for row in _rows_of(conn, ids)}
 
     def _job_rows(
         self, conn: Connection, names: Sequence[str]
@@ -629,7 +639,7 @@ class SqlRuns:
             params = [_finish_params(i, c, instance, c.duration_ms) for i, c in completions]
             if self._update_finished(conn, params) == len(params):
                 savepoint.commit()
-                self._follow_ups(conn, [(i, c) for i, c in completions])
+                self._follow_ups(conn, completions)
                 return [True] * len(completions)
             savepoint.rollback()
         # Only what the update needs (the start of each fenced row); whole rows are read
@@ -668,10 +678,7 @@ class SqlRuns:
         follow = [(i, c) for i, c in finished if c.retry_at is not None or c.alerts]
         if not follow:
             return
-        full: dict[int, RowMapping] = {}
-        for chunk in chunks([run_id for run_id, _ in follow]):
-            found = conn.execute(sa.select(*runs.c).where(runs.c.id.in_(chunk))).mappings()
-            full.update((row["id"], row) for row in found)
+        full = {row["id"]: row for row in _rows_of(conn, [run_id for run_id, _ in follow])}
         for run_id, completion in follow:
             finished_at = completion.finished_at.astimezone(UTC)
             self._follow_up(conn, full[run_id], completion, now=finished_at)

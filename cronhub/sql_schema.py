@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, RowMapping
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from cronhub.runs import ClaimRequest, Run, RunStatus, Trigger
+from cronhub.runs import ClaimRequest, Overlap, Run, RunStatus, Trigger
 from cronhub.runtime_schedules import RuntimeSchedule
 
 T = TypeVar("T")
@@ -301,6 +301,7 @@ def row_to_run(row: RowMapping) -> Run:
 
 _STATUSES = {status.value: status for status in RunStatus}
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
+_OVERLAPS = {overlap.value: overlap for overlap in Overlap}
 
 
 def as_status(value: str) -> RunStatus:
@@ -311,6 +312,11 @@ def as_status(value: str) -> RunStatus:
 def as_trigger(value: str) -> Trigger:
     """``Trigger(value)``, by a dict lookup for the known ones (once per row of a batch)."""
     return _TRIGGERS.get(value) or Trigger(value)
+
+
+def as_overlap(value: str) -> Overlap:
+    """``Overlap(value)``, by a dict lookup for the known ones (once per row of a batch)."""
+    return _OVERLAPS.get(value) or Overlap(value)
 
 
 def claim_values(

@@ -13,7 +13,9 @@ import pytest
 import cronhub
 from cronhub.clock import SystemClock
 from cronhub.engine import Engine
-from cronhub.errors import JobDefinitionError, StorageError
+from cronhub.errors import JobDefinitionError
+from cronhub.faults import FaultyStorage
+from cronhub.runner import StartGate
 from cronhub.runs import RunStatus
 from cronhub.schedules import jitter_delay
 from cronhub.storage import RunFilter
@@ -718,6 +720,22 @@ async def test_a_run_claimed_ahead_waits_launched_but_not_active(ehub, clock):
     assert [r.status for r in runs(ehub)] == [RunStatus.SUCCEEDED]
 
 
+async def test_a_run_cancelled_before_its_task_took_a_step_still_ends(ehub, clock):
+    # Launched ahead and cancelled in the same tick: its task has not run yet. Cancelling
+    # the task then would skip everything that ends the run here; its gate is cancelled.
+    engine, ran = await claimed_ahead(ehub, clock)
+    [claimed] = runs(ehub)
+    other = claimed.replace(id=claimed.id + 1000)  # a run storage does not hold
+    engine.runs.launch_all([other], gate=StartGate())
+    assert engine.runs.cancel_local(other.id, "cancelled")
+    # Ended: nothing of it is left active here (wait_idle raises TimeoutError otherwise).
+    await engine.wait_idle(timeout=2.0)
+    assert other.id not in engine.runs._active
+    await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+    await engine.stop()
+    assert ran == [datetime(2026, 1, 5, 0, 1, tzinfo=UTC)]
+
+
 async def test_collection_waits_until_every_body_of_a_burst_started(ehub, clock):
     # A full garbage collection in the middle of a burst of due runs would make every later
     # run of it late: the collector is off from the first start until the last body started,
@@ -794,22 +812,6 @@ async def test_a_precise_sleep_never_ends_early():
         assert time.monotonic() - before >= seconds
 
 
-class _CutOff:
-    """A shared storage as one instance sees it: its claims fail while ``down``."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.down = False
-
-    def claim(self, *args, **kwargs):
-        if self.down:
-            raise StorageError("storage unreachable (test)")
-        return self.inner.claim(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 async def test_an_instance_back_from_an_outage_plans_after_what_another_one_handled(
     plugin_manager, clock
 ):
@@ -818,18 +820,19 @@ async def test_an_instance_back_from_an_outage_plans_after_what_another_one_hand
     # on a slot A ran) was refused and the slots after A's were counted by nobody. Planned
     # from the stored high-water mark, every slot is accounted for exactly once.
     hub_a = make_hub(plugin_manager, clock)
-    cut = _CutOff(hub_a.storage)
+    # B's view of the shared storage: every claim fails while ``armed``.
+    cut = FaultyStorage(hub_a.storage, p=1.0, points=["connect"], only=["claim"])
     hub_b = make_hub(plugin_manager, clock, storage=cut, instance_id="engine-b")
     for hub in (hub_a, hub_b):
         hub.job(lambda: None, every="1m", name="latest", catch_up="latest", misfire_grace=30)
     a, b = Engine(hub_a), Engine(hub_b)
     await a.start()
-    cut.down = True
+    cut.armed = True
     await b.start()
     await advance_to(a, clock, "2026-01-05T00:03:10+00:00")
     await a.stop()
     await advance_to(b, clock, "2026-01-05T00:10:40+00:00")
-    cut.down = False
+    cut.armed = False
     await advance_to(b, clock, "2026-01-05T00:10:50+00:00")
     await b.stop()
     minute = timedelta(minutes=1)

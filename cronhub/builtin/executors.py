@@ -10,7 +10,6 @@ import multiprocessing.connection
 import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from cronhub.context import LogCapture
@@ -39,10 +38,8 @@ class AsyncExecutor:
 
     async def execute(self, job: Job, ctx: RunContext, timeout: float | None) -> Outcome:
         try:
-            # The common call spelled out: a burst of runs starts sooner.
-            simple = job.takes_context and not ctx.params
-            result = job.func(ctx) if simple else _call(job, ctx)
-            if type(result) is CoroutineType or asyncio.iscoroutine(result):
+            result = _call(job, ctx)
+            if asyncio.iscoroutine(result):
                 if timeout is None:  # the common case: no timer to arm
                     await result
                 else:

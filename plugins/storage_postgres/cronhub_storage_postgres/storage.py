@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from cronhub.errors import StorageError
 from cronhub.runs import ClaimRequest, ClaimResult, Completion, Run, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
-from cronhub.sql_runs import slot_key
+from cronhub.sql_runs import row_slot_key, slot_keys
 from cronhub.sql_schema import jobs, runs
 
 log = logging.getLogger("cronhub.storage.postgres")
@@ -509,14 +509,14 @@ class PostgresStorage(SqlStorage):
     ) -> dict[tuple[Any, ...], RowMapping]:
         """The rows that already hold the slot keys of ``requests``, by key: one join of the
         keys (as arrays, ``unnest``) with the unique index, however many there are."""
-        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
+        keys = slot_keys(requests)
         found: dict[tuple[Any, ...], RowMapping] = {}
         if not keys:
             return found
         job, schedule_id, slot, attempt = (list(column) for column in zip(*keys, strict=True))
         params = {"job": job, "schedule_id": schedule_id, "slot": slot, "attempt": attempt}
         for row in conn.execute(_EXISTING_ROWS, params).mappings():
-            found[(row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])] = row
+            found[row_slot_key(row)] = row
         return found
 
     def _lock_jobs(self, conn: Connection, names: Sequence[str]) -> None:

@@ -55,6 +55,12 @@ class DriverBatch:
         return conn.exec_driver_sql(self.sql, list(zip(*columns, strict=True))).rowcount
 
 
+def bound_values(conn: Connection, column: sa.Column[Any], values: list[Any]) -> list[Any]:
+    """``values`` as the driver gets them for ``column`` (each distinct value converted once)."""
+    process = column.type.bind_processor(conn.dialect)
+    return values if process is None else _converted(values, process)
+
+
 def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
     """``values`` through ``process`` (``None`` stays ``None``), each distinct value once."""
     try:

@@ -34,9 +34,9 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from cronhub.errors import StorageError
 from cronhub.runs import ClaimRequest
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
-from cronhub.sql_runs import FINISH_COLUMNS, slot_key
+from cronhub.sql_runs import FINISH_COLUMNS, slot_keys
 from cronhub.sql_schema import jobs, runs
-from cronhub_storage_sqlite.batches import DriverBatch, insert_batch
+from cronhub_storage_sqlite.batches import DriverBatch, bound_values, insert_batch
 
 log = logging.getLogger("cronhub.storage.sqlite")
 
@@ -93,8 +93,6 @@ _EXISTING_KEYS = (
     " ON r.job = k.value ->> 0 AND r.schedule_id = k.value ->> 1"
     " AND r.scheduled_for = k.value ->> 2 AND r.attempt = k.value ->> 3"
 )
-#: The bind processor of ``scheduled_for`` (the stored text of a slot), per dialect.
-_SLOT_TEXT: dict[Any, Any] = {}
 _INSERT_JOBS = insert_batch(jobs, ("job", "paused", "high_water"))
 _RAISE_MARKS = DriverBatch(
     "UPDATE cronhub_jobs SET high_water = ? WHERE job = ?",
@@ -399,21 +397,14 @@ class SqliteStorage(SqlStorage):
         """
         if sqlite3.sqlite_version_info < (3, 38, 0):  # ``->>`` is built in since 3.38
             return super()._existing_rows(conn, requests)
-        keys = list(dict.fromkeys(k for k in map(slot_key, requests) if k is not None))
+        keys = slot_keys(requests)
         if not keys:
             return {}
-        to_text = _SLOT_TEXT.get(conn.dialect)
-        if to_text is None:
-            to_text = _SLOT_TEXT[conn.dialect] = runs.c.scheduled_for.type.bind_processor(
-                conn.dialect
-            )
-        texts: dict[Any, Any] = {}
-        payload = []
-        for job, schedule_id, slot, attempt in keys:
-            text = texts.get(slot)
-            if text is None:
-                text = texts[slot] = to_text(slot) if to_text is not None else slot
-            payload.append((job, schedule_id, text, attempt))
+        slots = bound_values(conn, runs.c.scheduled_for, [slot for _, _, slot, _ in keys])
+        payload = [
+            (job, schedule_id, slot, attempt)
+            for (job, schedule_id, _, attempt), slot in zip(keys, slots, strict=True)
+        ]
         ids = [row[0] for row in conn.exec_driver_sql(_EXISTING_KEYS, (json.dumps(payload),))]
         return self._rows_by_ids(conn, ids) if ids else {}
 
