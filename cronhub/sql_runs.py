@@ -375,16 +375,23 @@ class SqlRuns:
         """Per job: the running runs (their ids for ``replace`` jobs) and the queued count."""
         running: dict[str, list[int]] = {name: [] for name in names}
         queued: dict[str, int] = dict.fromkeys(names, 0)
-        for chunk in chunks(names):
-            for job, status, count in conn.execute(_ACTIVE_COUNTS, {"names": chunk}):
-                if status == RunStatus.QUEUED.value:
-                    queued[job] = count
-                elif job not in replacing:
-                    running[job] = [0] * count  # only the number matters
+        for job, status, count in self._active_count_rows(conn, names):
+            if status == RunStatus.QUEUED.value:
+                queued[job] = count
+            elif job not in replacing:
+                running[job] = [0] * count  # only the number matters
         for chunk in chunks(sorted(replacing)):
             for job, run_id in conn.execute(_RUNNING_IDS, {"names": chunk}):
                 running[job].append(run_id)
         return running, queued
+
+    def _active_count_rows(
+        self, conn: Connection, names: Sequence[str]
+    ) -> Iterator[tuple[str, str, int]]:
+        """``(job, status, count)`` of the queued and running runs of the jobs among ``names``
+        (a backend may count them its own faster way)."""
+        for chunk in chunks(names):
+            yield from conn.execute(_ACTIVE_COUNTS, {"names": chunk})
 
     def _existing_rows(
         self, conn: Connection, requests: Sequence[ClaimRequest]
@@ -413,7 +420,8 @@ class SqlRuns:
     def _job_rows(
         self, conn: Connection, names: Sequence[str]
     ) -> dict[str, tuple[bool, datetime | None]]:
-        """``(paused, high_water)`` of the jobs among ``names`` that have a state row."""
+        """``(paused, high_water)`` of the jobs among ``names`` that have a state row (a
+        backend may read them its own faster way)."""
         found: dict[str, tuple[bool, datetime | None]] = {}
         for chunk in chunks(names):
             for job, paused, high_water in conn.execute(_JOB_ROWS, {"names": chunk}):

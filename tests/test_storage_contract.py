@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cronhub_storage_sqlite import SqliteStorage
+from cronhub_storage_sqlite import storage as sqlite_module
 
 from cronhub.builtin.memory_storage import MemoryStorage
 from cronhub.storage_contract import StorageContract
@@ -21,6 +22,18 @@ class TestMemoryStorage(StorageContract):
 class TestSqliteStorage(StorageContract):
     @pytest.fixture
     def storage(self, tmp_path):
+        storage = SqliteStorage(f"sqlite:///{tmp_path / 'cronhub.db'}")
+        storage.open()
+        yield storage
+        storage.close()
+
+
+class TestSqliteStorageWithoutJson(StorageContract):
+    """SQLite older than 3.38 (no built-in JSON functions): the generic SQL lookups."""
+
+    @pytest.fixture
+    def storage(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(sqlite_module, "_HAS_JSON", False)
         storage = SqliteStorage(f"sqlite:///{tmp_path / 'cronhub.db'}")
         storage.open()
         yield storage

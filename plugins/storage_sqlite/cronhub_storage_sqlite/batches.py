@@ -61,6 +61,12 @@ def bound_values(conn: Connection, column: sa.Column[Any], values: list[Any]) ->
     return values if process is None else _converted(values, process)
 
 
+def result_values(conn: Connection, column: sa.Column[Any], values: list[Any]) -> list[Any]:
+    """``values`` read from the driver for ``column``, as SQLAlchemy would return them."""
+    process = column.type.result_processor(conn.dialect, None)
+    return values if process is None else _converted(values, process)
+
+
 def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
     """``values`` through ``process`` (``None`` stays ``None``), each distinct value once."""
     try:

@@ -22,8 +22,8 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 
 from cronhub.errors import StorageError
-from cronhub.runs import ClaimRequest
+from cronhub.runs import ClaimRequest, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
 from cronhub.sql_runs import FINISH_COLUMNS, slot_keys
-from cronhub.sql_schema import jobs, runs
-from cronhub_storage_sqlite.batches import DriverBatch, bound_values, insert_batch
+from cronhub.sql_schema import as_status, jobs, runs
+from cronhub_storage_sqlite.batches import DriverBatch, bound_values, insert_batch, result_values
 
 log = logging.getLogger("cronhub.storage.sqlite")
 
@@ -100,8 +100,32 @@ _RAISE_MARKS = DriverBatch(
     ["b_mark", "b_job"],
 )
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
-_LAST_ID = sa.select(sa.func.max(runs.c.id))
-_IDS_AFTER = sa.select(runs.c.id).where(runs.c.id > sa.bindparam("before")).order_by(runs.c.id)
+_LAST_ID = "SELECT max(id) FROM cronhub_runs"
+#: How many rows a claim batch inserted after id ``?``, and their first and last ids.
+_IDS_AFTER = "SELECT count(*), min(id), max(id) FROM cronhub_runs WHERE id > ?"
+#: The JSON functions (``json_each``, ``->>``) are built in since SQLite 3.38: the claim path's
+#: lookups then take a batch's names or ids as one JSON parameter (one fixed statement rather
+#: than an ``IN`` list SQLAlchemy renders anew for each batch).
+_HAS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+#: ``(job, paused, high_water)`` of the jobs named in a JSON array that have a state row.
+_JOB_ROWS = (
+    "SELECT s.job, s.paused, s.high_water FROM json_each(?) AS n"
+    " CROSS JOIN cronhub_jobs AS s ON s.job = n.value"
+)
+#: ``(job, status, count)`` of the queued and running runs of the jobs named in a JSON array:
+#: per name, a search of the ``(job, status, id)`` index.
+_ACTIVE_COUNTS = (
+    "SELECT r.job, r.status, count(*) FROM json_each(?) AS n"
+    " CROSS JOIN cronhub_runs AS r ON r.job = n.value"
+    " WHERE r.status IN ('queued', 'running') GROUP BY r.job, r.status"
+)
+#: Per run id of a JSON array, the status of its job's newest other run whose status is in a
+#: second JSON array: a backward scan of the ``(job, id)`` index, stopped at the first match.
+_PREVIOUS_OUTCOMES = (
+    "SELECT r.id, (SELECT p.status FROM cronhub_runs AS p WHERE p.job = r.job AND p.id != r.id"
+    " AND p.status IN (SELECT value FROM json_each(?)) ORDER BY p.id DESC LIMIT 1)"
+    " FROM json_each(?) AS n CROSS JOIN cronhub_runs AS r ON r.id = n.value"
+)
 
 #: Query parameters a ``sqlite:///`` URL may carry.
 URL_OPTIONS = ("retention_days", "allow_network_fs", "busy_timeout")
@@ -371,7 +395,7 @@ class SqliteStorage(SqlStorage):
         """
         if len(rows) <= 1:
             return [conn.execute(_INSERT_RETURNING, row).scalar_one() for row in rows]
-        before = conn.execute(_LAST_ID).scalar() or 0
+        before = conn.exec_driver_sql(_LAST_ID).scalar() or 0
         keys = tuple(rows[0])
         if all(tuple(row) == keys for row in rows):
             batch = _INSERT_BATCHES.get(keys)
@@ -380,12 +404,13 @@ class SqliteStorage(SqlStorage):
             batch.run(conn, rows)
         else:
             conn.execute(_INSERT, rows)
-        ids = list(conn.execute(_IDS_AFTER, {"before": before}).scalars())
-        if len(ids) != len(rows) or ids[-1] - ids[0] != len(rows) - 1:
+        count, first, last = conn.exec_driver_sql(_IDS_AFTER, (before,)).one()
+        if count != len(rows) or last - first != len(rows) - 1:
             raise StorageError(
-                f"storage {self.url}: claim batch ids are not consecutive: {ids[:5]}..."
+                f"storage {self.url}: claim batch ids are not consecutive:"
+                f" {count} rows from {first} to {last} for {len(rows)} inserted"
             )
-        return list(ids)
+        return list(range(first, last + 1))
 
     def _existing_rows(
         self, conn: Connection, requests: Sequence[ClaimRequest]
@@ -395,7 +420,7 @@ class SqliteStorage(SqlStorage):
         Each key is one lookup of the unique key index; the usual answer is none, and the few
         rows found are read by id.
         """
-        if sqlite3.sqlite_version_info < (3, 38, 0):  # ``->>`` is built in since 3.38
+        if not _HAS_JSON:
             return super()._existing_rows(conn, requests)
         keys = slot_keys(requests)
         if not keys:
@@ -407,6 +432,44 @@ class SqliteStorage(SqlStorage):
         ]
         ids = [row[0] for row in conn.exec_driver_sql(_EXISTING_KEYS, (json.dumps(payload),))]
         return self._rows_by_ids(conn, ids) if ids else {}
+
+    def _job_rows(
+        self, conn: Connection, names: Sequence[str]
+    ) -> dict[str, tuple[bool, datetime | None]]:
+        """``(paused, high_water)`` of the jobs among ``names`` that have a state row: one
+        statement with the names as JSON."""
+        if not _HAS_JSON:
+            return super()._job_rows(conn, names)
+        rows = conn.exec_driver_sql(_JOB_ROWS, (json.dumps(list(names)),)).all()
+        marks = result_values(conn, jobs.c.high_water, [mark for _, _, mark in rows])
+        return {
+            job: (bool(paused), mark) for (job, paused, _), mark in zip(rows, marks, strict=True)
+        }
+
+    def _active_count_rows(
+        self, conn: Connection, names: Sequence[str]
+    ) -> Iterator[tuple[str, str, int]]:
+        """Queued and running runs per job and status: one statement with the names as JSON."""
+        if not _HAS_JSON:
+            yield from super()._active_count_rows(conn, names)
+            return
+        yield from conn.exec_driver_sql(_ACTIVE_COUNTS, (json.dumps(list(names)),))
+
+    def previous_outcomes(
+        self, run_ids: Sequence[int], *, statuses: Iterable[RunStatus]
+    ) -> dict[int, RunStatus | None]:
+        """See :meth:`cronhub.sql_history.SqlHistory.previous_outcomes`: one statement with
+        the ids as JSON."""
+        if not _HAS_JSON:
+            return super().previous_outcomes(run_ids, statuses=statuses)
+        wanted = json.dumps([RunStatus(s).value for s in statuses])
+        ids = json.dumps(list(dict.fromkeys(run_ids)))
+        rows = self._run(
+            lambda c: c.exec_driver_sql(_PREVIOUS_OUTCOMES, (wanted, ids)).all(), write=False
+        )
+        return {
+            run_id: as_status(status) if status is not None else None for run_id, status in rows
+        }
 
     def _write_marks(
         self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
@@ -423,7 +486,7 @@ class SqliteStorage(SqlStorage):
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
         """One query per 1,000 jobs: ``max(id)`` per name, each an index lookup on ``(job, id)``."""
-        if sqlite3.sqlite_version_info < (3, 38, 0):  # JSON functions are built in since 3.38
+        if not _HAS_JSON:
             return super()._last_run_ids(conn, names)
         query = sa.text(
             "SELECT j.value, (SELECT max(r.id) FROM cronhub_runs r WHERE r.job = j.value)"
