@@ -123,6 +123,10 @@ def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus
     return RunStatus.SKIPPED
 
 
+#: The statuses a claim may ask for (see :func:`decide_status`).
+_CLAIMABLE = frozenset({RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.SKIPPED, RunStatus.MISSED})
+
+
 def row_slot_key(row: RowMapping) -> tuple[Any, ...]:
     """The unique key of a ``cronhub_runs`` row, as :func:`slot_key` spells it."""
     return (row["job"], row["schedule_id"], row["scheduled_for"], row["attempt"])
@@ -272,7 +276,8 @@ class SqlRuns:
         if not requests:
             return []
         for request in requests:  # refuse a bad request before writing anything
-            decide_status(request, 0, 0)
+            if request.status not in _CLAIMABLE:
+                decide_status(request, 0, 0)  # raises, naming the job and the status
         return self._run(lambda c: self._claim(c, requests, instance, now, lease_ttl), write=True)
 
     def _claim(

@@ -249,6 +249,26 @@ def test_generic_last_run_ids_read_a_chunk_of_jobs_per_query(storage, db):
     assert "COVERING INDEX ix_cronhub_runs_job" in plan and "SCAN cronhub_runs" not in plan
 
 
+def test_values_to_run_keeps_every_field():
+    # The claim path builds each Run positionally from the inserted row's values: every
+    # field must land where it belongs (distinct values, so a swap cannot go unseen).
+    import dataclasses
+
+    from cronhub.runs import Run, Trigger
+    from cronhub.sql_schema import values_to_run
+
+    values = {}
+    for n, field in enumerate(f for f in dataclasses.fields(Run) if f.name != "id"):
+        values[field.name] = f"value {n}"
+    values["trigger"], values["status"] = "retry", "queued"
+    run = values_to_run(7, values)
+    assert run.id == 7
+    assert run.trigger is Trigger.RETRY and run.status is RunStatus.QUEUED
+    for name, value in values.items():
+        if name not in ("trigger", "status"):
+            assert getattr(run, name) == value, name
+
+
 # -- several processes on one file -------------------------------------------------------------
 
 WORKER = textwrap.dedent(
