@@ -102,14 +102,19 @@ def _cancelled(reason: str) -> Outcome:
     return Outcome(RunStatus.CANCELLED, error_type="Cancelled", error_message=reason)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    """An outcome waiting for the writer."""
+    """An outcome waiting for the writer.
+
+    With a ``future`` its run's task waits for the storage's answer; without one the writer
+    ends the run itself once the answer is in (:meth:`RunManager._ended`).
+    """
 
     run: Run
     job: Job | None
     completion: Completion
-    future: asyncio.Future[bool]
+    future: asyncio.Future[bool] | None
+    entry: _Active | None = None
 
 
 class RunManager:
@@ -123,6 +128,8 @@ class RunManager:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._pending: list[_Pending] = []
         self._pending_event: asyncio.Event | None = None
+        #: ``True`` while the writer has a batch of outcomes out to storage.
+        self._writing = False
         self._background: list[asyncio.Task[None]] = []
         # Set while runs are active: the heartbeat loop sleeps on it, so an idle instance
         # has no timer at all.
@@ -139,7 +146,12 @@ class RunManager:
         """No run is active and no outcome waits to be written (runs waiting for their
         slot at a gate are not active yet)."""
         waiting = self._waiting
-        return len(self._active) == waiting and not self._pending and len(self._tasks) == waiting
+        return (
+            len(self._active) == waiting
+            and not self._pending
+            and not self._writing
+            and len(self._tasks) == waiting
+        )
 
     @property
     def active(self) -> dict[int, Run]:
@@ -257,8 +269,9 @@ class RunManager:
         A launched run's body runs in this task (one task per run, so a burst of runs starts
         its bodies in order, each right after its own start-up); ``direct`` (``cronhub run``)
         runs it in a task of its own. Returns the run as it ended, except that a launched run
-        whose outcome was written and that no ``cronhub_run_finished`` hook listens to returns
-        ``run`` itself (nobody reads a launched task's result; storage holds the outcome).
+        that no ``cronhub_run_finished`` hook waits for hands its outcome to the writer, which
+        ends the run once the outcome is written, and returns ``run`` itself at once (nobody
+        reads a launched task's result; storage holds the outcome).
         """
         engine = self.engine
         clock = engine.clock
@@ -350,6 +363,11 @@ class RunManager:
         completion = self._completion(
             job, run, outcome, log_text, now, elapsed, entry, alerts=direct, started_at=real_start
         )
+        if not direct and not engine.pm.listened("cronhub_run_finished"):
+            # Nobody waits for this run's end: the writer ends it once its batch is written
+            # (one wake-up of this task per run saved; nobody reads a launched task's result).
+            self._enqueue(_Pending(run, job, completion, None, entry))
+            return run
         try:
             if direct:
                 written = await engine.io_retry(
@@ -368,29 +386,61 @@ class RunManager:
             return run
         self._active.pop(run.id, None)
         if not written:
-            # A write whose answer was lost and whose retry found the run already ended: if
-            # the row holds this completion, the first attempt wrote it.
             written = await self._wrote_before(run, completion)
         if not written:
-            if entry.cancel_reason == "cancelled":
-                # A cancel (the API, another instance) ended the run in storage first.
-                log.info("run %d of %s: cancelled", run.id, run.job)
-            else:
-                log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
+            self._dropped(run, entry)
             return _finished(run, completion)
+        self._written(job, completion)
+        finished = _finished(run, completion)
+        if engine.pm.listened("cronhub_run_finished"):
+            await engine.pm.call_each("cronhub_run_finished", run=finished)
+        return finished
+
+    def _written(self, job: Job | None, completion: Completion) -> None:
+        """What follows a run's outcome written: its alerts, its retry, a waiting queued run."""
+        engine = self.engine
         if completion.alerts:
             engine.delivery.wake()
         if completion.retry_at is not None:
             engine._schedule_housekeeping(completion.retry_at)
         elif job is not None and job.overlap != "allow":
             # A queued run of this job (overlap "queue", catch-up) may be waiting for this one.
-            engine._schedule_housekeeping(now)
-        if engine.pm.listened("cronhub_run_finished"):
-            finished = _finished(run, completion)
-            await engine.pm.call_each("cronhub_run_finished", run=finished)
-            return finished
-        # A launched run's task result is not read: the finished copy is made only when asked.
-        return _finished(run, completion) if direct else run
+            engine._schedule_housekeeping(completion.finished_at)
+
+    @staticmethod
+    def _dropped(run: Run, entry: _Active) -> None:
+        """Say why a run's outcome was not written (storage ended the run first)."""
+        if entry.cancel_reason == "cancelled":
+            # A cancel (the API, another instance) ended the run in storage first.
+            log.info("run %d of %s: cancelled", run.id, run.job)
+        else:
+            log.warning("run %d of %s: no longer owned here; outcome dropped", run.id, run.job)
+
+    def _ended(self, pending: _Pending, written: bool | BaseException) -> None:
+        """End a run whose task handed its outcome to the writer, given the storage's answer
+        (``written``, or the error that kept the batch from being written)."""
+        run, entry = pending.run, pending.entry
+        assert entry is not None
+        self._active.pop(run.id, None)
+        if isinstance(written, BaseException):
+            # The lease will expire and a reaper marks the run crashed (and retries it).
+            log.error("run %d of %s: cannot record its outcome: %s", run.id, run.job, written)
+        elif written:
+            self._written(pending.job, pending.completion)
+        else:
+            # A write whose answer was lost and whose retry found the run already ended: if
+            # the row holds this completion, the first attempt wrote it (asked in a task of
+            # its own; shutdown waits for it).
+            task = asyncio.get_running_loop().create_task(self._settle(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._forget_task)
+
+    async def _settle(self, pending: _Pending) -> None:
+        assert pending.entry is not None
+        if await self._wrote_before(pending.run, pending.completion):
+            self._written(pending.job, pending.completion)
+        else:
+            self._dropped(pending.run, pending.entry)
 
     async def _wrote_before(self, run: Run, completion: Completion) -> bool:
         engine = self.engine
@@ -481,12 +531,15 @@ class RunManager:
 
     # -- writing -------------------------------------------------------------------------
     async def _write(self, run: Run, job: Job | None, completion: Completion) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Pending(run, job, completion, future))
+        return await future
+
+    def _enqueue(self, pending: _Pending) -> None:
         if self._pending_event is None:  # before start(): the writer takes it when it starts
             self._pending_event = asyncio.Event()
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(run, job, completion, future))
+        self._pending.append(pending)
         self._pending_event.set()
-        return await future
 
     def _finish_batch(self, batch: list[_Pending]) -> tuple[list[bool], bool]:
         """Read the batch's streaks, add its alerts and write it (blocking: storage thread).
@@ -523,17 +576,24 @@ class RunManager:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            self._writing = True
             try:
                 answers, alerted = await engine.io_retry("finish", self._finish_batch, batch)
             except Exception as exc:
                 for p in batch:
-                    if not p.future.done():
+                    if p.future is None:
+                        self._ended(p, exc)
+                    elif not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            finally:
+                self._writing = False
             if alerted:
                 engine.delivery.wake()
             for p, answer in zip(batch, answers, strict=True):
-                if not p.future.done():
+                if p.future is None:
+                    self._ended(p, answer)
+                elif not p.future.done():
                     p.future.set_result(answer)
 
     # -- leases --------------------------------------------------------------------------
@@ -656,7 +716,7 @@ class RunManager:
                 for run_id in list(self._active):
                     self.cancel_local(run_id, SHUTDOWN)
                 await asyncio.wait(pending, timeout=max(5.0, engine.lease_ttl))
-        while self._pending:
+        while self._pending or self._writing:
             await asyncio.sleep(0.01)
         for task in self._background:
             task.cancel()

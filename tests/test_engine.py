@@ -702,6 +702,44 @@ async def test_cancelling_a_run_claimed_ahead_keeps_it_from_starting(ehub, clock
     assert [r.status for r in runs(ehub)] == [RunStatus.CANCELLED]
 
 
+async def test_stop_waits_for_the_outcomes_the_writer_has_out(plugin_manager, clock, tmp_path):
+    # A launched run hands its outcome to the writer and its task ends at once; a stop that
+    # came while the batch was still out to storage must wait for it, not release the run as
+    # cancelled. The storage is a slow SQLite file (its calls run in threads, off the loop).
+    from cronhub_storage_sqlite import SqliteStorage
+
+    storage = SqliteStorage(f"sqlite:///{tmp_path / 'slow.db'}")
+    storage.open()
+    writing = threading.Event()
+    finish_many = storage.finish_many
+
+    def slow_finish_many(*args, **kwargs):
+        writing.set()
+        time.sleep(0.5)
+        return finish_many(*args, **kwargs)
+
+    storage.finish_many = slow_finish_many  # type: ignore[method-assign]
+    hub = make_hub(plugin_manager, clock, storage=storage)
+    try:
+
+        @hub.job(cron="* * * * *", name="minutely", executor="async")
+        async def minutely(ctx):
+            return None
+
+        engine = Engine(hub)
+        await engine.start()
+        await advance_to(engine, clock, "2026-01-05T00:00:59.7+00:00")  # claimed ahead
+        clock.advance(0.4)  # the slot: the run starts and ends (advance_to would wait idle)
+        while not writing.is_set():
+            await asyncio.sleep(0.01)
+        assert not engine.runs.idle  # the batch is out: not idle yet
+        await engine.stop()
+        assert [r.status for r in runs(hub)] == [RunStatus.SUCCEEDED]
+    finally:
+        hub.close()
+        storage.close()
+
+
 async def test_a_run_claimed_ahead_waits_launched_but_not_active(ehub, clock):
     # Launched ahead (its task and context made) so that its slot only has to let it in; until
     # then it is not active here: nothing to wait for, no job busy, no body started.
