@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from cronhub.runs import Alert, JobState, OutboxItem, Run, RunStatus
 from cronhub.sql_schema import (
     ACTIVE_STATUSES,
+    DEAD_LETTER_ROW,
     LIGHT_COLUMNS,
     chunks,
     jobs,
@@ -70,7 +71,7 @@ class SqlHistory:
         if query.before is not None:
             select = select.where(runs.c.id < query.before)
         if query.dead_letter is not None:
-            select = select.where(runs.c.dead_letter.is_(query.dead_letter))
+            select = select.where(_dead_letter_is(query.dead_letter))
         rows = self._run(lambda c: c.execute(select).mappings().all(), write=False)
         return [row_to_run(row) for row in rows]
 
@@ -154,7 +155,7 @@ class SqlHistory:
         if finished_after is not None:
             query = query.where(runs.c.finished_at > finished_after)
         if dead_letter is not None:
-            query = query.where(runs.c.dead_letter.is_(dead_letter))
+            query = query.where(_dead_letter_is(dead_letter))
         rows = self._run(lambda c: c.execute(query).all(), write=False)
         return {str(status): int(count) for status, count in rows if count}
 
@@ -294,7 +295,7 @@ class SqlHistory:
 
     def clear_dead_letters(self, *, job: str | None = None) -> int:
         """Clear dead letters (of one job, or all); the runs stay in history."""
-        update = sa.update(runs).where(runs.c.dead_letter.is_(True)).values(dead_letter=False)
+        update = sa.update(runs).where(DEAD_LETTER_ROW).values(dead_letter=False)
         if job is not None:
             update = update.where(runs.c.job == job)
         return self._run(lambda c: c.execute(update).rowcount, write=True)
@@ -394,6 +395,11 @@ class SqlHistory:
 
 
 @functools.lru_cache(maxsize=32)
+def _dead_letter_is(value: bool) -> sa.ColumnElement[bool]:
+    """Rows that are (or are not) dead letters; the first as the partial index spells it."""
+    return DEAD_LETTER_ROW if value else runs.c.dead_letter.is_(False)
+
+
 def _recent_query(count: int) -> sa.TextClause:
     """The ``UNION ALL`` of :meth:`SqlHistory.recent_runs` for ``count`` names.
 

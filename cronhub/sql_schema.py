@@ -35,7 +35,7 @@ from cronhub.runtime_schedules import RuntimeSchedule
 T = TypeVar("T")
 
 #: The schema version this code writes; older databases are migrated forward on open.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -84,6 +84,10 @@ class JSONText(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
+def _dead_letter_row(table: sa.Table) -> sa.ColumnElement[bool]:
+    return table.c.dead_letter.is_(True)
+
+
 def build_metadata(version: int = SCHEMA_VERSION) -> sa.MetaData:
     """The tables and indexes as of schema ``version`` (the current one by default)."""
     metadata = sa.MetaData()
@@ -123,14 +127,24 @@ def build_metadata(version: int = SCHEMA_VERSION) -> sa.MetaData:
     )
     sa.Index("ix_cronhub_runs_job_id", runs.c.job, runs.c.id)
     sa.Index("ix_cronhub_runs_status_id", runs.c.status, runs.c.id)
-    sa.Index("ix_cronhub_runs_status_lease", runs.c.status, runs.c.lease_expires_at)
-    sa.Index("ix_cronhub_runs_status_not_before", runs.c.status, runs.c.not_before)
-    sa.Index("ix_cronhub_runs_dead_letter", runs.c.dead_letter, runs.c.id)
+    if version < 4:
+        sa.Index("ix_cronhub_runs_status_lease", runs.c.status, runs.c.lease_expires_at)
+        sa.Index("ix_cronhub_runs_status_not_before", runs.c.status, runs.c.not_before)
+        sa.Index("ix_cronhub_runs_dead_letter", runs.c.dead_letter, runs.c.id)
     sa.Index("ix_cronhub_runs_finished_at", runs.c.finished_at)
     if version >= 2:
         # v2: one job's history by status (``cronhub history NAME --status failed``, the
         # dashboard's failures of a job) without reading the job's whole history.
         sa.Index("ix_cronhub_runs_job_status_id", runs.c.job, runs.c.status, runs.c.id)
+    if version >= 4:
+        # v4: fewer index entries to keep up at each of a run's two writes (claimed, then its
+        # outcome). Dead letters, which most rows never are, get a partial index of their own
+        # (queries spell its predicate, DEAD_LETTER_ROW, as SQLite's planner matches it term
+        # for term). Running runs' leases are read through ``(status, id)``: it holds the
+        # running rows together, and they are few (the runs executing now).
+        dead = _dead_letter_row(runs)
+        where = {"sqlite_where": dead, "postgresql_where": dead}
+        sa.Index("ix_cronhub_runs_dead_letters", runs.c.id, **where)
 
     sa.Table(
         "cronhub_jobs",
@@ -185,6 +199,9 @@ def build_metadata(version: int = SCHEMA_VERSION) -> sa.MetaData:
 #: The current schema; queries are built against these tables.
 metadata = build_metadata()
 runs = metadata.tables["cronhub_runs"]
+#: ``dead_letter IS true``, as the partial dead-letter index spells it (SQLite uses a partial
+#: index only for a query whose WHERE clause holds the index's own terms).
+DEAD_LETTER_ROW = _dead_letter_row(runs)
 jobs = metadata.tables["cronhub_jobs"]
 outbox = metadata.tables["cronhub_outbox"]
 schedules = metadata.tables["cronhub_schedules"]
@@ -220,7 +237,30 @@ def _v3_runtime_schedules(conn: Connection) -> None:
     build_metadata(3).tables["cronhub_schedules"].create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [_v1_create_tables, _v2_job_status_index, _v3_runtime_schedules]
+#: The indexes version 4 drops. ``status_not_before`` served no query (queued runs are read
+#: through ``(status, id)``), nor, once the running rows are few, did ``status_lease``.
+_V4_DROPPED = (
+    "ix_cronhub_runs_status_lease",
+    "ix_cronhub_runs_status_not_before",
+    "ix_cronhub_runs_dead_letter",
+)
+
+
+def _v4_fewer_indexes(conn: Connection) -> None:
+    """Version 4: a partial index of dead letters; three indexes every run's writes kept go."""
+    for name in _V4_DROPPED:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    for index in build_metadata(4).tables["cronhub_runs"].indexes:
+        if index.name == "ix_cronhub_runs_dead_letters":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [
+    _v1_create_tables,
+    _v2_job_status_index,
+    _v3_runtime_schedules,
+    _v4_fewer_indexes,
+]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

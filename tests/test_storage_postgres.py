@@ -164,8 +164,17 @@ def test_an_old_schema_is_migrated_forward(postgres_database):  # noqa: F811
     try:
         assert storage.schema_version() == SCHEMA_VERSION
         with admin(postgres_database) as conn:
-            names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+            names = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'cronhub_runs'"
+                )
+            }
         assert "ix_cronhub_runs_job_status_id" in names
+        # v4: three indexes gone, a partial one of dead letters.
+        expected = {i.name for i in build_metadata().tables["cronhub_runs"].indexes}
+        assert names == expected | {"cronhub_runs_pkey"}
+        assert "ix_cronhub_runs_dead_letters" in names
     finally:
         storage.close()
 

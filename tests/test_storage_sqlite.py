@@ -88,7 +88,7 @@ def test_a_held_write_lock_is_waited_out_not_raised(db):
 
 
 def test_a_new_database_has_the_current_schema(storage, db):
-    assert storage.schema_version() == SCHEMA_VERSION == 3
+    assert storage.schema_version() == SCHEMA_VERSION == 4
     inspector = sa.inspect(sa.create_engine(f"sqlite:///{db}"))
     for table in build_metadata().sorted_tables:
         assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.c.keys())
@@ -138,10 +138,14 @@ def test_a_version_1_database_is_migrated_forward(db):
     storage = SqliteStorage(f"sqlite:///{db}")
     storage.open()
     try:
-        assert storage.schema_version() == 3
+        assert storage.schema_version() == 4
         inspector = sa.inspect(sa.create_engine(f"sqlite:///{db}"))
         indexes = {i["name"] for i in inspector.get_indexes("cronhub_runs")}
         assert "ix_cronhub_runs_job_status_id" in indexes
+        expected = {i.name for i in build_metadata().tables["cronhub_runs"].indexes}
+        assert indexes == expected  # v4: three indexes gone, the partial dead-letter one there
+        assert "ix_cronhub_runs_dead_letters" in indexes
+        assert not indexes & {"ix_cronhub_runs_status_lease", "ix_cronhub_runs_dead_letter"}
         assert "cronhub_schedules" in inspector.get_table_names()
         assert storage.list_schedules() == [] and storage.schedules_revision() == 0
         (old,) = storage.list_runs(RunFilter(job="old"))
@@ -154,6 +158,24 @@ def test_a_version_1_database_is_migrated_forward(db):
         )
     finally:
         storage.close()
+
+
+def test_dead_letters_are_read_through_their_partial_index(storage, db):
+    # SQLite uses a partial index only when the query spells the index's predicate: the
+    # storage's dead-letter queries must keep to DEAD_LETTER_ROW.
+    from cronhub.sql_history import _dead_letter_is
+    from cronhub.sql_schema import runs
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    for query in (
+        sa.select(runs.c.id).where(_dead_letter_is(True)).order_by(runs.c.id.desc()).limit(5),
+        sa.select(sa.func.count()).where(_dead_letter_is(True)),
+    ):
+        compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+        with engine.connect() as conn:
+            plan = " ".join(r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+        assert "ix_cronhub_runs_dead_letters" in plan, plan
+    engine.dispose()
 
 
 def test_processes_opening_a_new_file_at_once_migrate_it_once(db):
@@ -190,7 +212,7 @@ def test_a_database_from_a_newer_cronhub_is_refused(db):
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE cronhub_meta (key VARCHAR(64) PRIMARY KEY, value TEXT)")
         conn.execute("INSERT INTO cronhub_meta VALUES ('schema_version', '99')")
-    with pytest.raises(StorageError, match=r"schema version 99, newer than .* \(3\)"):
+    with pytest.raises(StorageError, match=r"schema version 99, newer than .* \(4\)"):
         SqliteStorage(f"sqlite:///{db}").open()
 
 
