@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cronhub.runs import Alert, Run, RunStatus
+from cronhub.slots_init import stores_through_slots
 from cronhub.storage import RunFilter
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ HISTORY_WINDOW = 50
 RECENT_WINDOW = 4
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class Streak:
     """What storage says about a job just before one of its runs ends."""
@@ -95,7 +97,7 @@ def streaks_of(storage: Storage, pairs: Sequence[tuple[str, int]]) -> dict[int, 
                 previous[run_id] = newest.status if newest is not None else None
     for job, run_id in pairs:
         if run_id in previous and previous[run_id] in (None, RunStatus.SUCCEEDED):
-            found[run_id] = Streak()
+            found[run_id] = _NOT_FAILING
         else:
             found[run_id] = streak_of(storage, job, run_id)
     return found

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cronhub.runs import RunStatus
+from cronhub.slots_init import stores_through_slots
 
 if TYPE_CHECKING:
     from cronhub.context import RunContext
     from cronhub.jobs import Job
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one execution ended."""

@@ -83,6 +83,8 @@ class CronhubPluginManager(pluggy.PluginManager):
         self._blocked_names: set[str] = set()
         self._tracing = False
         self._call_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        #: :meth:`listened`'s answers, by hook name; emptied whenever an answer may change.
+        self._listened: dict[str, bool] = {}
 
     # -- registration --------------------------------------------------------------------
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
@@ -95,7 +97,19 @@ class CronhubPluginManager(pluggy.PluginManager):
     def register(self, plugin: object, name: str | None = None) -> str | None:
         """Register ``plugin``, refusing ``async def`` implementations of firstresult hooks."""
         self._check_async_firstresult(plugin, name)
+        self._listened.clear()
         return super().register(plugin, name)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        """Unregister a plugin (by object or name); see :meth:`pluggy.PluginManager.unregister`."""
+        self._listened.clear()
+        return super().unregister(plugin, name)
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """Add hook specifications; see :meth:`pluggy.PluginManager.add_hookspecs`."""
+        if hasattr(self, "_listened"):
+            self._listened.clear()
+        super().add_hookspecs(module_or_class)
 
     def _check_async_firstresult(self, plugin: object, name: str | None) -> None:
         for attr in dir(plugin):
@@ -305,7 +319,13 @@ class CronhubPluginManager(pluggy.PluginManager):
         ``pm.hook.<name>(...)``; the helpers call implementations one by one to name failures.
         """
         self._call_listeners.append(listener)
-        return lambda: self._call_listeners.remove(listener)
+        self._listened.clear()
+
+        def undo() -> None:
+            self._call_listeners.remove(listener)
+            self._listened.clear()
+
+        return undo
 
     def _plain_impls(self, hook_name: str, kwargs: dict[str, Any]) -> list[Any]:
         """Implementations in call order (last registered first), wrappers left out."""
@@ -358,7 +378,12 @@ class CronhubPluginManager(pluggy.PluginManager):
         The per-run hooks check it first: most installations implement neither, and a call
         that reaches nobody still costs a coroutine per run.
         """
-        return bool(self._call_listeners) or bool(getattr(self.hook, hook_name).get_hookimpls())
+        answer = self._listened.get(hook_name)
+        if answer is None:
+            answer = self._listened[hook_name] = bool(self._call_listeners) or bool(
+                getattr(self.hook, hook_name).get_hookimpls()
+            )
+        return answer
 
     async def call_each(self, hook_name: str, /, **kwargs: Any) -> list[HookError]:
         """Call every implementation of a notification hook; one failure never stops the rest.

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cronhub.slots_init import stores_through_slots
+
 
 class RunStatus(StrEnum):
     """Where a run stands. Terminal statuses never change again."""
@@ -52,6 +54,7 @@ class Overlap(StrEnum):
     REPLACE = "replace"
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class Run:
     """One row of history: an attempt at a job's slot, or a record that a slot did not run.
@@ -147,6 +150,7 @@ _RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Run))
 _RUN_FIELD_SET = frozenset(_RUN_FIELDS)
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """A request to create a run for a slot, if no instance has claimed that slot yet.
@@ -198,6 +202,7 @@ class ClaimOutcome(StrEnum):
     PAUSED = "paused"
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     """The answer to one :class:`ClaimRequest`: the outcome and the row written, if any."""
@@ -207,6 +212,7 @@ class ClaimResult:
     run: Run | None = None
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class Completion:
     """How an owner ends a run, and what follows from it in the same transaction.
@@ -230,6 +236,7 @@ class Completion:
     started_at: datetime | None = None
 
 
+@stores_through_slots
 @dataclass(frozen=True, slots=True)
 class Alert:
     """Something a person should hear about. The core decides when; plugins decide how.

@@ -267,3 +267,28 @@ async def test_wrappers_are_left_out_of_helper_calls_and_calls_are_recorded(
     errors = await plugin_manager.call_each("cronhub_startup", hub=None)
     assert errors == [] and seen == ["plain"]
     assert [call.hook for call in hook_calls.named("cronhub_startup")] == ["cronhub_startup"]
+
+
+def test_listened_follows_registration_blocking_and_call_listeners(plugin_manager):
+    # The per-run hooks ask listened() before each call; its answers are remembered until a
+    # registration, an unregistration, a block or a call listener may change them.
+    pm = plugin_manager
+    assert not pm.listened("cronhub_run_finished")
+
+    class Listener:
+        @cronhub.hookimpl
+        def cronhub_run_finished(self, run):
+            return None
+
+    pm.register(Listener(), name="listener")
+    assert pm.listened("cronhub_run_finished")
+    pm.unregister(name="listener")
+    assert not pm.listened("cronhub_run_finished")
+    pm.register(Listener(), name="blocked-later")
+    assert pm.listened("cronhub_run_finished")
+    pm.set_blocked("blocked-later")
+    assert not pm.listened("cronhub_run_finished")
+    undo = pm.add_call_listener(lambda name, kwargs: None)
+    assert pm.listened("cronhub_run_finished")
+    undo()
+    assert not pm.listened("cronhub_run_finished")
