@@ -72,6 +72,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "retention_days": (_number, 90.0),
     "disable_plugins": (_names, []),
     "strict_plugins": (_flag, False),
+    "gc_freeze": (_flag, True),
 }
 
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cronhub import gc_hold
 from cronhub.alerting import AlertRouter, Streak, streak_of
 from cronhub.catchup import plan_late_slots
 from cronhub.errors import HookError, JobDefinitionError
@@ -77,6 +78,9 @@ class Engine:
         #: Slots are claimed this long before they are due and started on time, so that the
         #: storage's round trip is not part of a run's lateness.
         self.claim_ahead = timedelta(seconds=max(0.0, float(settings.get("claim_ahead"))))
+        #: Freeze what is alive at start for the garbage collector (see :mod:`cronhub.gc_hold`).
+        self.gc_freeze = bool(settings.get("gc_freeze", True))
+        self._frozen = False
         self._reaper_step = timedelta(seconds=self.reaper_interval)
         self.jobs: dict[str, Job] = {}
         self.executors: dict[str, Executor] = {}
@@ -171,6 +175,11 @@ class Engine:
         await self.timers.start(notified=notified)
         self.runs.start()
         self.delivery.start()
+        if self.gc_freeze:
+            # The jobs, schedules, plugins and modules live as long as the engine: later full
+            # collections need not walk them again (100,000 jobs: a collection's pause drops
+            # from hundreds of milliseconds to a few).
+            self._frozen = gc_hold.freeze_long_lived()
         log.info(
             "scheduler started: instance %s, %d job(s), storage %s",
             self.instance,
@@ -226,6 +235,9 @@ class Engine:
                 await self.io(unsubscribe)
         await self.pm.call_each("cronhub_shutdown", hub=self.hub)
         self._pool.shutdown(wait=True)
+        if self._frozen:
+            self._frozen = False
+            gc_hold.thaw()
         self._started = False
         log.info("scheduler stopped: instance %s", self.instance)
 

@@ -795,6 +795,59 @@ async def test_collection_waits_until_every_body_of_a_burst_started(ehub, clock)
     assert gc.isenabled()
 
 
+@pytest.fixture
+def unfrozen(monkeypatch):
+    """No objects frozen and no engine counted as freezing them (whatever ran before)."""
+    from cronhub import gc_hold
+
+    gc.unfreeze()
+    monkeypatch.setattr(gc_hold, "_freezes", 0)
+
+
+async def test_what_lives_as_long_as_the_engine_is_frozen_until_it_stops(ehub, clock, unfrozen):
+    # Full collections need not walk the jobs, plugins and modules again and again: they are
+    # frozen from the engine's start to its stop.
+    @ehub.job(cron="* * * * *", name="minutely", executor="async")
+    async def minutely(ctx):
+        pass
+
+    assert gc.get_freeze_count() == 0
+    engine = Engine(ehub)
+    await engine.start()
+    assert gc.get_freeze_count() > 0
+    await advance_to(engine, clock, "2026-01-05T00:01:00.1+00:00")
+    assert [r.status for r in runs(ehub)] == ["succeeded"]
+    await engine.stop()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_gc_freeze_false_leaves_the_collector_alone(plugin_manager, clock, unfrozen):
+    hub = make_hub(plugin_manager, clock, gc_freeze="false")
+    try:
+        engine = Engine(hub)
+        await engine.start()
+        assert gc.get_freeze_count() == 0
+        await engine.stop()
+    finally:
+        hub.close()
+
+
+async def test_an_application_that_froze_objects_itself_keeps_its_arrangement(
+    ehub, clock, unfrozen
+):
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        engine = Engine(ehub)
+        await engine.start()
+        # Not ours to add to, or to undo (the count only drops as frozen objects are freed).
+        assert 0 < gc.get_freeze_count() <= frozen
+        await engine.stop()
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
+
+
 async def test_an_application_that_turned_collection_off_keeps_it_off(ehub, clock):
     @ehub.job(cron="* * * * *", name="minutely", executor="async")
     async def minutely(ctx):
