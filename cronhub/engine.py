@@ -83,7 +83,6 @@ class Engine:
         self._frozen = False
         self._reaper_step = timedelta(seconds=self.reaper_interval)
         self.jobs: dict[str, Job] = {}
-        self._job_names: frozenset[str] = frozenset()
         self.executors: dict[str, Executor] = {}
         self.lock: Lock | None = None
         self._heap: list[tuple[datetime, datetime, str]] = []
@@ -158,8 +157,6 @@ class Engine:
         await self.io(lambda: self.hub.storage)
         self._inline_io = getattr(self.hub.storage, "in_memory", False) is True
         self.jobs = dict(self.hub.jobs)
-        #: The names of ``jobs``, built once (each round of housekeeping passes them).
-        self._job_names = frozenset(self.jobs)
         self.lock = self.pm.call_provider("cronhub_lock", hub=self.hub)
         if self.lock is None:
             raise HookError("cronhub_lock", None, RuntimeError("no lock provider answered"))
@@ -681,7 +678,7 @@ class Engine:
                 instance=self.instance,
                 now=now,
                 lease_ttl=self.lease_ttl,
-                jobs=self._job_names,
+                jobs=self.jobs.keys(),
             )
         except Exception as exc:
             # The answer may be lost after the commit: runs then are ``running`` under this
@@ -694,7 +691,7 @@ class Engine:
                 instance=self.instance,
                 now=now,
                 lease_ttl=self.lease_ttl,
-                jobs=self._job_names,
+                jobs=self.jobs.keys(),
             )
         if self._check_orphans:
             taken = [*taken, *await self._orphans()]

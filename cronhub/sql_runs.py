@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -515,7 +516,10 @@ class SqlRuns:
         """
         if not self._run(lambda c: c.execute(_ANY_QUEUED).first() is not None, write=False):
             return []
-        wanted = None if jobs is None else frozenset(jobs)
+        # A set (a dict's keys, say) is used as it is: 100,000 names copied per call cost.
+        wanted = (
+            None if jobs is None else jobs if isinstance(jobs, AbstractSet) else frozenset(jobs)
+        )
         return self._run(
             lambda c: self._take_queued(c, instance, now, lease_ttl, wanted, limit), write=True
         )
@@ -526,7 +530,7 @@ class SqlRuns:
         instance: str,
         now: datetime,
         lease_ttl: float,
-        wanted: frozenset[str] | None,
+        wanted: AbstractSet[str] | None,
         limit: int,
     ) -> list[Run]:
         now = self._clock(conn, now)
