@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from cronhub.runs import Alert, JobState, OutboxItem, Run, RunStatus
 from cronhub.sql_schema import (
@@ -53,6 +53,10 @@ class SqlHistory:
         def _clock(self, conn: Connection, now: datetime) -> datetime: ...
 
         def _lock_jobs(self, conn: Connection, names: Sequence[str]) -> None: ...
+
+        def _job_rows(  # provided by SqlRuns
+            self, conn: Connection, names: Sequence[str]
+        ) -> dict[str, tuple[bool, datetime | None]]: ...
 
     # -- history ------------------------------------------------------------------------------
     def get_run(self, run_id: int) -> Run | None:
@@ -194,16 +198,15 @@ class SqlHistory:
         return self._run(lambda c: self._job_states(c, names), write=False)
 
     def _job_states(self, conn: Connection, names: list[str] | None) -> dict[str, JobState]:
-        rows: dict[str, RowMapping] = {}
+        rows: dict[str, tuple[bool, datetime | None]]  # (paused, high_water) by job
         if names is None:
-            for row in conn.execute(sa.select(jobs)).mappings():
-                rows[row["job"]] = row
+            query = sa.select(jobs.c.job, jobs.c.paused, jobs.c.high_water)
+            rows = {job: (bool(paused), mark) for job, paused, mark in conn.execute(query)}
             names = sorted(set(rows) | set(self._run_job_names(conn)))
         else:
-            for chunk in chunks(names):
-                query = sa.select(jobs).where(jobs.c.job.in_(chunk))
-                for row in conn.execute(query).mappings():
-                    rows[row["job"]] = row
+            # The claim path's read of job rows (one statement per batch where the backend
+            # can: 100,000 jobs at start-up no longer render a hundred IN lists).
+            rows = self._job_rows(conn, names)
         last_ids = self._last_run_ids(conn, names)
         last: dict[str, Run] = {}
         for chunk in chunks(list(last_ids.values())):
@@ -212,12 +215,9 @@ class SqlHistory:
                 last[row["job"]] = row_to_run(row)
         states: dict[str, JobState] = {}
         for name in names:
-            row = rows.get(name)
+            paused, high_water = rows.get(name, (False, None))
             states[name] = JobState(
-                job=name,
-                paused=bool(row["paused"]) if row is not None else False,
-                high_water=row["high_water"] if row is not None else None,
-                last_run=last.get(name),
+                job=name, paused=paused, high_water=high_water, last_run=last.get(name)
             )
         return states
 
