@@ -216,6 +216,21 @@ def test_a_database_from_a_newer_cronhub_is_refused(db):
         SqliteStorage(f"sqlite:///{db}").open()
 
 
+def test_job_states_of_more_names_than_one_statement_takes(storage):
+    # Start-up reads every job's state: the names go to SQLite in JSON chunks; none is lost
+    # or mixed up at a chunk's edge.
+    from cronhub_storage_sqlite import storage as sqlite_module
+
+    names = [f"job{n}" for n in range(2 * sqlite_module._NAMES_PER_QUERY + 500)]
+    paused = {names[0], names[sqlite_module._NAMES_PER_QUERY - 1], names[-1]}
+    paused.add(names[sqlite_module._NAMES_PER_QUERY])
+    for name in paused:
+        storage.set_paused(name, True, now=T0)
+    states = storage.job_states(names)
+    assert list(states) == names
+    assert {name for name, state in states.items() if state.paused} == paused
+
+
 def test_last_run_and_job_names_use_the_job_id_index(storage, db):
     with sqlite3.connect(db) as conn:
         plans = [

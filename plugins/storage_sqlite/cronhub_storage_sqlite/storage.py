@@ -107,6 +107,9 @@ _IDS_AFTER = "SELECT count(*), min(id), max(id) FROM cronhub_runs WHERE id > ?"
 #: lookups then take a batch's names or ids as one JSON parameter (one fixed statement rather
 #: than an ``IN`` list SQLAlchemy renders anew for each batch).
 _HAS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+#: Names per JSON parameter where a call may pass many (start-up reads 100,000 jobs): SQLite
+#: parses the whole array into memory that the process keeps afterwards.
+_NAMES_PER_QUERY = 2000
 #: ``(job, paused, high_water)`` of the jobs named in a JSON array that have a state row.
 _JOB_ROWS = (
     "SELECT s.job, s.paused, s.high_water FROM json_each(?) AS n"
@@ -440,7 +443,10 @@ class SqliteStorage(SqlStorage):
         statement with the names as JSON."""
         if not _HAS_JSON:
             return super()._job_rows(conn, names)
-        rows = conn.exec_driver_sql(_JOB_ROWS, (json.dumps(list(names)),)).all()
+        rows = []
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            chunk = json.dumps(list(names[start : start + _NAMES_PER_QUERY]))
+            rows.extend(conn.exec_driver_sql(_JOB_ROWS, (chunk,)).all())
         marks = result_values(conn, jobs.c.high_water, [mark for _, _, mark in rows])
         return {
             job: (bool(paused), mark) for (job, paused, _), mark in zip(rows, marks, strict=True)
