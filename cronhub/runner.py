@@ -104,17 +104,13 @@ def _cancelled(reason: str) -> Outcome:
 
 @dataclass(slots=True)
 class _Pending:
-    """An outcome waiting for the writer.
-
-    With a ``future`` its run's task waits for the storage's answer; without one the writer
-    ends the run itself once the answer is in (:meth:`RunManager._ended`).
-    """
+    """An outcome waiting for the writer, which ends its run once the answer is in
+    (:meth:`RunManager._ended`)."""
 
     run: Run
     job: Job | None
     completion: Completion
-    future: asyncio.Future[bool] | None
-    entry: _Active | None = None
+    entry: _Active
 
 
 class RunManager:
@@ -268,10 +264,9 @@ class RunManager:
 
         A launched run's body runs in this task (one task per run, so a burst of runs starts
         its bodies in order, each right after its own start-up); ``direct`` (``cronhub run``)
-        runs it in a task of its own. Returns the run as it ended, except that a launched run
-        that no ``cronhub_run_finished`` hook waits for hands its outcome to the writer, which
-        ends the run once the outcome is written, and returns ``run`` itself at once (nobody
-        reads a launched task's result; storage holds the outcome).
+        runs it in a task of its own and returns the run as it ended. A launched run hands its
+        outcome to the batched writer, which ends the run (and calls ``cronhub_run_finished``)
+        once the outcome is written, and returns ``run`` itself at once.
         """
         engine = self.engine
         clock = engine.clock
@@ -363,38 +358,22 @@ class RunManager:
         completion = self._completion(
             job, run, outcome, log_text, now, elapsed, entry, alerts=direct, started_at=real_start
         )
-        if not direct and not engine.pm.listened("cronhub_run_finished"):
-            # Nobody waits for this run's end: the writer ends it once its batch is written
-            # (one wake-up of this task per run saved; nobody reads a launched task's result).
-            self._enqueue(_Pending(run, job, completion, None, entry))
+        if not direct:
+            # The writer ends the run once its batch is written (:meth:`_ended`); nobody
+            # reads a launched task's result.
+            self._enqueue(_Pending(run, job, completion, entry))
             return run
         try:
-            if direct:
-                written = await engine.io_retry(
-                    "finish",
-                    engine.hub.storage.finish,
-                    run.id,
-                    completion,
-                    instance=engine.instance,
-                )
-            else:
-                written = await self._write(run, job, completion)
+            written = await engine.io_retry(
+                "finish", engine.hub.storage.finish, run.id, completion, instance=engine.instance
+            )
         except Exception as exc:
             # The lease will expire and a reaper marks the run crashed (and retries it).
             log.error("run %d of %s: cannot record its outcome: %s", run.id, run.job, exc)
             self._active.pop(run.id, None)
             return run
         self._active.pop(run.id, None)
-        if not written:
-            written = await self._wrote_before(run, completion)
-        if not written:
-            self._dropped(run, entry)
-            return _finished(run, completion)
-        self._written(job, completion)
-        finished = _finished(run, completion)
-        if engine.pm.listened("cronhub_run_finished"):
-            await engine.pm.call_each("cronhub_run_finished", run=finished)
-        return finished
+        return await self._conclude(_Pending(run, job, completion, entry), written)
 
     def _written(self, job: Job | None, completion: Completion) -> None:
         """What follows a run's outcome written: its alerts, its retry, a waiting queued run."""
@@ -419,28 +398,37 @@ class RunManager:
     def _ended(self, pending: _Pending, written: bool | BaseException) -> None:
         """End a run whose task handed its outcome to the writer, given the storage's answer
         (``written``, or the error that kept the batch from being written)."""
-        run, entry = pending.run, pending.entry
-        assert entry is not None
+        run = pending.run
         self._active.pop(run.id, None)
         if isinstance(written, BaseException):
             # The lease will expire and a reaper marks the run crashed (and retries it).
             log.error("run %d of %s: cannot record its outcome: %s", run.id, run.job, written)
-        elif written:
-            self._written(pending.job, pending.completion)
+        elif written and not self.engine.pm.listened("cronhub_run_finished"):
+            self._written(pending.job, pending.completion)  # the common case: nothing to await
         else:
-            # A write whose answer was lost and whose retry found the run already ended: if
-            # the row holds this completion, the first attempt wrote it (asked in a task of
-            # its own; shutdown waits for it).
-            task = asyncio.get_running_loop().create_task(self._settle(pending))
+            # A lost answer to settle, or a hook to call: in a task of its own, which
+            # ``idle`` and shutdown wait for.
+            task = asyncio.get_running_loop().create_task(self._conclude(pending, written))
             self._tasks.add(task)
             task.add_done_callback(self._forget_task)
 
-    async def _settle(self, pending: _Pending) -> None:
-        assert pending.entry is not None
-        if await self._wrote_before(pending.run, pending.completion):
-            self._written(pending.job, pending.completion)
-        else:
-            self._dropped(pending.run, pending.entry)
+    async def _conclude(self, pending: _Pending, written: bool) -> Run:
+        """What follows the storage's answer to a run's outcome; returns the run as it ended.
+
+        A ``False`` answer may be a write whose answer was lost and whose retry found the run
+        already ended: if the row holds this completion, the first attempt wrote it.
+        """
+        run, completion = pending.run, pending.completion
+        if not written:
+            written = await self._wrote_before(run, completion)
+        finished = _finished(run, completion)
+        if not written:
+            self._dropped(run, pending.entry)
+            return finished
+        self._written(pending.job, completion)
+        if self.engine.pm.listened("cronhub_run_finished"):
+            await self.engine.pm.call_each("cronhub_run_finished", run=finished)
+        return finished
 
     async def _wrote_before(self, run: Run, completion: Completion) -> bool:
         engine = self.engine
@@ -530,11 +518,6 @@ class RunManager:
         return dataclasses.replace(completion, alerts=tuple(found)) if found else completion
 
     # -- writing -------------------------------------------------------------------------
-    async def _write(self, run: Run, job: Job | None, completion: Completion) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Pending(run, job, completion, future))
-        return await future
-
     def _enqueue(self, pending: _Pending) -> None:
         if self._pending_event is None:  # before start(): the writer takes it when it starts
             self._pending_event = asyncio.Event()
@@ -581,20 +564,14 @@ class RunManager:
                 answers, alerted = await engine.io_retry("finish", self._finish_batch, batch)
             except Exception as exc:
                 for p in batch:
-                    if p.future is None:
-                        self._ended(p, exc)
-                    elif not p.future.done():
-                        p.future.set_exception(exc)
+                    self._ended(p, exc)
                 continue
             finally:
                 self._writing = False
             if alerted:
                 engine.delivery.wake()
             for p, answer in zip(batch, answers, strict=True):
-                if p.future is None:
-                    self._ended(p, answer)
-                elif not p.future.done():
-                    p.future.set_result(answer)
+                self._ended(p, answer)
 
     # -- leases --------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -718,6 +695,9 @@ class RunManager:
                 await asyncio.wait(pending, timeout=max(5.0, engine.lease_ttl))
         while self._pending or self._writing:
             await asyncio.sleep(0.01)
+        if self._tasks:
+            # What the last batches left to do: lost answers to settle, hooks to call.
+            await asyncio.wait(set(self._tasks), timeout=max(5.0, engine.lease_ttl))
         for task in self._background:
             task.cancel()
         for task in self._background:

@@ -702,11 +702,26 @@ async def test_cancelling_a_run_claimed_ahead_keeps_it_from_starting(ehub, clock
     assert [r.status for r in runs(ehub)] == [RunStatus.CANCELLED]
 
 
-async def test_stop_waits_for_the_outcomes_the_writer_has_out(plugin_manager, clock, tmp_path):
+@pytest.mark.parametrize("listener", [False, True])
+async def test_stop_waits_for_the_outcomes_the_writer_has_out(
+    plugin_manager, clock, tmp_path, register_plugin, listener
+):
     # A launched run hands its outcome to the writer and its task ends at once; a stop that
     # came while the batch was still out to storage must wait for it, not release the run as
-    # cancelled. The storage is a slow SQLite file (its calls run in threads, off the loop).
+    # cancelled, and for the cronhub_run_finished hook the writer then calls. The storage is
+    # a slow SQLite file (its calls run in threads, off the loop).
     from cronhub_storage_sqlite import SqliteStorage
+
+    finished: list[RunStatus] = []
+    if listener:
+
+        class Recorder:
+            @cronhub.hookimpl
+            async def cronhub_run_finished(self, run):
+                await asyncio.sleep(0.2)
+                finished.append(run.status)
+
+        register_plugin(Recorder(), name="recorder")
 
     storage = SqliteStorage(f"sqlite:///{tmp_path / 'slow.db'}")
     storage.open()
@@ -735,6 +750,7 @@ async def test_stop_waits_for_the_outcomes_the_writer_has_out(plugin_manager, cl
         assert not engine.runs.idle  # the batch is out: not idle yet
         await engine.stop()
         assert [r.status for r in runs(hub)] == [RunStatus.SUCCEEDED]
+        assert finished == ([RunStatus.SUCCEEDED] if listener else [])
     finally:
         hub.close()
         storage.close()
