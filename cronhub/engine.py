@@ -79,7 +79,7 @@ class Engine:
         #: storage's round trip is not part of a run's lateness.
         self.claim_ahead = timedelta(seconds=max(0.0, float(settings.get("claim_ahead"))))
         #: Freeze what is alive at start for the garbage collector (see :mod:`cronhub.gc_hold`).
-        self.gc_freeze = bool(settings.get("gc_freeze", True))
+        self.gc_freeze = bool(settings.get("gc_freeze"))
         self._frozen = False
         self._reaper_step = timedelta(seconds=self.reaper_interval)
         self.jobs: dict[str, Job] = {}

@@ -23,32 +23,59 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Callable
 
 _lock = threading.Lock()
-#: Bursts holding the collector off now (engines in several threads may overlap).
-_holds = 0
+
+
+class _SharedSwitch:
+    """A process-wide change to the collector that engines (in several threads, maybe) ask
+    for together: made at each request, undone when the last one ends. Refused when nothing
+    of ours holds it and ``applications_own`` says the application arranged it itself."""
+
+    def __init__(
+        self,
+        make: Callable[[], None],
+        undo: Callable[[], None],
+        applications_own: Callable[[], bool],
+    ) -> None:
+        self.make, self.undo, self.applications_own = make, undo, applications_own
+        #: Requests holding the change now.
+        self.count = 0
+
+    def request(self) -> bool:
+        with _lock:
+            if self.count == 0 and self.applications_own():
+                return False  # not ours to add to or to undo
+            self.count += 1
+            self.make()
+            return True
+
+    def end(self) -> None:
+        with _lock:
+            self.count = max(0, self.count - 1)
+            if self.count == 0:
+                self.undo()
+
+
+#: Bursts holding the collector off now.
+_off = _SharedSwitch(gc.disable, gc.enable, lambda: not gc.isenabled())
 #: Engines running with the objects alive at their start frozen.
-_freezes = 0
+_frozen = _SharedSwitch(
+    gc.freeze,
+    gc.unfreeze,
+    lambda: gc.get_freeze_count() > 0 or (_off.count == 0 and not gc.isenabled()),
+)
 
 
 def hold() -> bool:
     """Hold off collections until :func:`release`; ``False`` if the collector was already off."""
-    global _holds
-    with _lock:
-        if _holds == 0 and not gc.isenabled():
-            return False  # the application's choice: not ours to undo
-        _holds += 1
-        gc.disable()
-        return True
+    return _off.request()
 
 
 def release() -> None:
     """End one :func:`hold`; the last one turns the collector back on."""
-    global _holds
-    with _lock:
-        _holds = max(0, _holds - 1)
-        if _holds == 0:
-            gc.enable()
+    _off.end()
 
 
 def freeze_long_lived() -> bool:
@@ -57,19 +84,9 @@ def freeze_long_lived() -> bool:
     ``False`` (and nothing done) where the application froze objects itself or turned the
     collector off.
     """
-    global _freezes
-    with _lock:
-        if _freezes == 0 and (gc.get_freeze_count() > 0 or (_holds == 0 and not gc.isenabled())):
-            return False  # the application's own arrangement
-        _freezes += 1
-        gc.freeze()
-        return True
+    return _frozen.request()
 
 
 def thaw() -> None:
     """End one :func:`freeze_long_lived`; the last one gives the objects back to the collector."""
-    global _freezes
-    with _lock:
-        _freezes = max(0, _freezes - 1)
-        if _freezes == 0:
-            gc.unfreeze()
+    _frozen.end()

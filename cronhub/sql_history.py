@@ -394,12 +394,12 @@ class SqlHistory:
         self._run(lambda c: c.execute(update), write=True)
 
 
-@functools.lru_cache(maxsize=32)
 def _dead_letter_is(value: bool) -> sa.ColumnElement[bool]:
     """Rows that are (or are not) dead letters; the first as the partial index spells it."""
     return DEAD_LETTER_ROW if value else runs.c.dead_letter.is_(False)
 
 
+@functools.lru_cache(maxsize=32)
 def _recent_query(count: int) -> sa.TextClause:
     """The ``UNION ALL`` of :meth:`SqlHistory.recent_runs` for ``count`` names.
 

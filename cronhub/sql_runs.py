@@ -43,6 +43,7 @@ from cronhub.sql_schema import (
     utc,
     values_to_run,
 )
+from cronhub.storage import job_set
 
 if TYPE_CHECKING:
     from cronhub.storage import CrashPolicy
@@ -516,10 +517,7 @@ class SqlRuns:
         """
         if not self._run(lambda c: c.execute(_ANY_QUEUED).first() is not None, write=False):
             return []
-        # A set (a dict's keys, say) is used as it is: 100,000 names copied per call cost.
-        wanted = (
-            None if jobs is None else jobs if isinstance(jobs, AbstractSet) else frozenset(jobs)
-        )
+        wanted = job_set(jobs)
         return self._run(
             lambda c: self._take_queued(c, instance, now, lease_ttl, wanted, limit), write=True
         )

@@ -28,6 +28,7 @@ Without events from other processes, each engine reads ``schedules_revision()`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -300,3 +301,12 @@ class Storage(Protocol):
     def alert_failed(self, item_id: int, *, retry_at: datetime, error: str) -> None:
         """Record a failed delivery and when to try again."""
         ...
+
+
+def job_set(jobs: Collection[str] | None) -> AbstractSet[str] | None:
+    """``take_queued``'s ``jobs`` as a set to test names against (``None``: every job).
+
+    A set already (the engine passes its jobs' keys) is used as it is: copying 100,000 names
+    at every call cost more than the call.
+    """
+    return None if jobs is None else jobs if isinstance(jobs, AbstractSet) else frozenset(jobs)

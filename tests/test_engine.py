@@ -817,7 +817,7 @@ def unfrozen(monkeypatch):
     from cronhub import gc_hold
 
     gc.unfreeze()
-    monkeypatch.setattr(gc_hold, "_freezes", 0)
+    monkeypatch.setattr(gc_hold._frozen, "count", 0)
 
 
 async def test_what_lives_as_long_as_the_engine_is_frozen_until_it_stops(ehub, clock, unfrozen):

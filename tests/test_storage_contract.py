@@ -38,3 +38,12 @@ class TestSqliteStorageWithoutJson(StorageContract):
         storage.open()
         yield storage
         storage.close()
+
+
+def test_job_set_uses_a_set_as_it_is_and_copies_other_collections():
+    from cronhub.storage import job_set
+
+    names = {"a": 1, "b": 2}.keys()
+    assert job_set(names) is names  # the engine's 100,000 names are not copied per call
+    assert job_set(["a", "b", "a"]) == frozenset({"a", "b"})
+    assert job_set(None) is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from cronhub.runs import (
     Trigger,
 )
 from cronhub.runtime_schedules import RuntimeSchedule, is_runtime_schedule_id, schedule_marks
+from cronhub.storage import job_set
 
 if TYPE_CHECKING:
     from cronhub.storage import CrashPolicy, RunFilter
@@ -294,10 +294,7 @@ class MemoryStorage:
         """Start due queued runs; see :meth:`cronhub.storage.Storage.take_queued`."""
         now = now.astimezone(UTC)
         lease = now + timedelta(seconds=lease_ttl)
-        # A set (a dict's keys, say) is used as it is: 100,000 names copied per call cost.
-        wanted = (
-            None if jobs is None else jobs if isinstance(jobs, AbstractSet) else frozenset(jobs)
-        )
+        wanted = job_set(jobs)
         taken: list[Run] = []
         with self._lock:
             busy = {

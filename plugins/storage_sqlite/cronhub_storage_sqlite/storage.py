@@ -35,7 +35,7 @@ from cronhub.errors import StorageError
 from cronhub.runs import ClaimRequest, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
 from cronhub.sql_runs import FINISH_COLUMNS, slot_keys
-from cronhub.sql_schema import as_status, jobs, runs
+from cronhub.sql_schema import as_status, chunks, jobs, runs
 from cronhub_storage_sqlite.batches import DriverBatch, bound_values, insert_batch, result_values
 
 log = logging.getLogger("cronhub.storage.sqlite")
@@ -110,6 +110,11 @@ _HAS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
 #: Names per JSON parameter where a call may pass many (start-up reads 100,000 jobs): SQLite
 #: parses the whole array into memory that the process keeps afterwards.
 _NAMES_PER_QUERY = 2000
+#: Each name of a JSON array and the id of its job's newest run (``NULL`` for none).
+_LAST_RUN_IDS = (
+    "SELECT n.value, (SELECT max(r.id) FROM cronhub_runs AS r WHERE r.job = n.value)"
+    " FROM json_each(?) AS n"
+)
 #: ``(job, paused, high_water)`` of the jobs named in a JSON array that have a state row.
 _JOB_ROWS = (
     "SELECT s.job, s.paused, s.high_water FROM json_each(?) AS n"
@@ -129,6 +134,14 @@ _PREVIOUS_OUTCOMES = (
     " AND p.status IN (SELECT value FROM json_each(?)) ORDER BY p.id DESC LIMIT 1)"
     " FROM json_each(?) AS n CROSS JOIN cronhub_runs AS r ON r.id = n.value"
 )
+
+
+def _json_chunks(names: Sequence[str]) -> Iterator[str]:
+    """``names`` as JSON arrays of at most :data:`_NAMES_PER_QUERY`, the parameters of the
+    statements above."""
+    for chunk in chunks(names, _NAMES_PER_QUERY):
+        yield json.dumps(list(chunk))
+
 
 #: Query parameters a ``sqlite:///`` URL may carry.
 URL_OPTIONS = ("retention_days", "allow_network_fs", "busy_timeout")
@@ -440,13 +453,14 @@ class SqliteStorage(SqlStorage):
         self, conn: Connection, names: Sequence[str]
     ) -> dict[str, tuple[bool, datetime | None]]:
         """``(paused, high_water)`` of the jobs among ``names`` that have a state row: one
-        statement with the names as JSON."""
+        statement per chunk of names, as JSON."""
         if not _HAS_JSON:
             return super()._job_rows(conn, names)
-        rows = []
-        for start in range(0, len(names), _NAMES_PER_QUERY):
-            chunk = json.dumps(list(names[start : start + _NAMES_PER_QUERY]))
-            rows.extend(conn.exec_driver_sql(_JOB_ROWS, (chunk,)).all())
+        rows = [
+            row
+            for chunk in _json_chunks(names)
+            for row in conn.exec_driver_sql(_JOB_ROWS, (chunk,))
+        ]
         marks = result_values(conn, jobs.c.high_water, [mark for _, _, mark in rows])
         return {
             job: (bool(paused), mark) for (job, paused, _), mark in zip(rows, marks, strict=True)
@@ -455,11 +469,13 @@ class SqliteStorage(SqlStorage):
     def _active_count_rows(
         self, conn: Connection, names: Sequence[str]
     ) -> Iterator[tuple[str, str, int]]:
-        """Queued and running runs per job and status: one statement with the names as JSON."""
+        """Queued and running runs per job and status: one statement per chunk of names, as
+        JSON."""
         if not _HAS_JSON:
             yield from super()._active_count_rows(conn, names)
             return
-        yield from conn.exec_driver_sql(_ACTIVE_COUNTS, (json.dumps(list(names)),))
+        for chunk in _json_chunks(names):
+            yield from conn.exec_driver_sql(_ACTIVE_COUNTS, (chunk,))
 
     def previous_outcomes(
         self, run_ids: Sequence[int], *, statuses: Iterable[RunStatus]
@@ -491,17 +507,13 @@ class SqliteStorage(SqlStorage):
         return _FINISH_BATCH.run(conn, params)
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
-        """One query per 1,000 jobs: ``max(id)`` per name, each an index lookup on ``(job, id)``."""
+        """One query per chunk of names: ``max(id)`` per name, each an index lookup on
+        ``(job, id)``."""
         if not _HAS_JSON:
             return super()._last_run_ids(conn, names)
-        query = sa.text(
-            "SELECT j.value, (SELECT max(r.id) FROM cronhub_runs r WHERE r.job = j.value)"
-            " FROM json_each(:names) AS j"
-        )
         found: dict[str, int] = {}
-        for start in range(0, len(names), 1000):
-            chunk = list(names[start : start + 1000])
-            for name, run_id in conn.execute(query, {"names": json.dumps(chunk)}):
+        for chunk in _json_chunks(names):
+            for name, run_id in conn.exec_driver_sql(_LAST_RUN_IDS, (chunk,)):
                 if run_id is not None:
                     found[name] = run_id
         return found
