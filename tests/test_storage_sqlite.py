@@ -306,6 +306,145 @@ def test_values_to_run_keeps_every_field():
             assert getattr(run, name) == value, name
 
 
+# -- batches in one statement ------------------------------------------------------------------
+
+AWKWARD_TEXTS = ["it's", 'quo"te', "ünï 🎉", "back\\slash", "line\nbreak", "", "[1, 2]", "null"]
+
+
+def _run_rows(count: int, *, varying: set[str]) -> list[dict]:
+    """Claim rows whose ``varying`` columns differ from row to row (awkward values)."""
+    from cronhub.runs import ClaimRequest
+    from cronhub.sql_schema import claim_values
+
+    rows = []
+    for n in range(count):
+        request = ClaimRequest(
+            "job" if "job" not in varying else AWKWARD_TEXTS[n % len(AWKWARD_TEXTS)] + str(n),
+            T0 + timedelta(microseconds=n if "scheduled_for" in varying else 0),
+            params={"k": AWKWARD_TEXTS[n % len(AWKWARD_TEXTS)]} if "params" in varying else {},
+            missed_count=2**40 + n if "missed_count" in varying else 0,
+        )
+        row = claim_values(request, RunStatus.RUNNING, "i1", T0, T0 + timedelta(seconds=30))
+        if "error_message" in varying:
+            row["error_message"] = None if n % 3 == 0 else AWKWARD_TEXTS[n % len(AWKWARD_TEXTS)]
+        if "dead_letter" in varying:
+            row["dead_letter"] = n % 2 == 0
+        rows.append(row)
+    return rows
+
+
+def _table_as_stored(db_path) -> list[tuple]:
+    with sqlite3.connect(db_path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(cronhub_runs)")]
+        select = ", ".join(f"{c}, typeof({c})" for c in columns)
+        return conn.execute(f"SELECT {select} FROM cronhub_runs ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize(
+    ("varying", "count"),
+    [
+        (set(), 1),
+        ({"job"}, 7),
+        ({"job", "scheduled_for"}, 7),
+        ({"job", "params", "missed_count", "error_message", "dead_letter"}, 9),
+    ],
+    ids=["one-row", "one-column-varies", "two-vary", "many-vary"],
+)
+def test_a_json_batch_stores_what_executemany_stores(tmp_path, varying, count):
+    # The same rows through executemany (one statement per row) and through one statement
+    # taking them as JSON: the same values of the same SQLite types, in the same order.
+    from cronhub_storage_sqlite.batches import insert_batch, json_insert_batch
+
+    from cronhub.sql_schema import runs
+
+    rows = _run_rows(count, varying=varying)
+    stored = []
+    for name, make in (("driver", insert_batch), ("json", json_insert_batch)):
+        path = tmp_path / f"{name}.db"
+        storage = SqliteStorage(f"sqlite:///{path}")
+        storage.open()
+        batch = make(runs, tuple(rows[0]))
+        with storage._engine.begin() as conn:
+            assert batch.run(conn, rows) == len(rows)
+        storage.close()
+        stored.append(_table_as_stored(path))
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == len(rows)
+
+
+def test_a_json_batch_binds_what_does_not_vary_once():
+    from cronhub_storage_sqlite.batches import json_insert_batch
+
+    from cronhub.sql_schema import jobs
+
+    batch = json_insert_batch(jobs, ("job", "paused", "high_water"))
+    assert batch.statement((True, False, False)) == (
+        "INSERT INTO cronhub_jobs (job, paused, high_water)"
+        " SELECT value, :c1, :c2 FROM json_each(:rows) ORDER BY key"
+    )
+    assert batch.statement((True, False, True)) == (
+        "INSERT INTO cronhub_jobs (job, paused, high_water)"
+        " SELECT value ->> 0, :c1, value ->> 1 FROM json_each(:rows) ORDER BY key"
+    )
+
+
+def test_a_json_batch_of_outcomes_ends_only_fenced_runs(tmp_path):
+    # The finish update in one statement answers like the per-row one: rows not running
+    # under this instance are left alone and not counted, the others take every value.
+    from cronhub_storage_sqlite import storage as sqlite_module
+
+    from cronhub.sql_runs import _finish_params
+
+    stored, counts = [], []
+    for form in ("_FINISH_BATCH", "_FINISH_JSON"):
+        path = tmp_path / f"{form}.db"
+        storage = SqliteStorage(f"sqlite:///{path}")
+        storage.open()
+        requests = [ClaimRequest(f"job{n}", T0, overlap=Overlap.ALLOW) for n in range(6)]
+        ids = [r.run.id for r in claim(storage, *requests[:4])]
+        ids += [r.run.id for r in claim(storage, *requests[4:], instance="i2")]
+        storage.finish(ids[0], Completion(RunStatus.SUCCEEDED, T0), instance="i1")
+        params = [
+            _finish_params(
+                run_id,
+                Completion(
+                    RunStatus.FAILED if n % 2 else RunStatus.SUCCEEDED,
+                    T0 + timedelta(seconds=n),
+                    error_message=AWKWARD_TEXTS[n] if n % 2 else None,
+                    started_at=T0 - timedelta(seconds=n) if n == 3 else None,
+                ),
+                "i1",
+                n * 1000,
+            )
+            for n, run_id in enumerate(ids)
+        ]
+        with storage._engine.begin() as conn:
+            counts.append(getattr(sqlite_module, form).run(conn, params))
+        storage.close()
+        stored.append(_table_as_stored(path))
+    assert counts == [3, 3]  # ids[1:4]: ids[0] has ended, ids[4:] belong to i2
+    assert stored[0] == stored[1]
+
+
+@pytest.mark.parametrize("form", ["_FINISH_JSON", "_RAISE_MARKS_JSON"])
+def test_json_batch_updates_find_each_row_by_its_key(storage, db, form):
+    # Without the fence's "+", SQLite reads every running row through the (status, id)
+    # index for each row of the batch: a batch would cost as much as the table is large.
+    from cronhub_storage_sqlite import storage as sqlite_module
+
+    batch = getattr(sqlite_module, form)
+    varying = (True,) * len(batch.columns)
+    with sqlite3.connect(db) as conn:
+        plan = " ".join(
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN {batch.statement(varying)}", {"rows": "[]"}
+            )
+        )
+    assert "SCAN b" in plan and "SEARCH cronhub_" in plan, plan
+    assert "SCAN cronhub_" not in plan and "INDEX ix_" not in plan, plan
+
+
 # -- several processes on one file -------------------------------------------------------------
 
 WORKER = textwrap.dedent(

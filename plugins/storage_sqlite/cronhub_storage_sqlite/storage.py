@@ -36,7 +36,14 @@ from cronhub.runs import ClaimRequest, RunStatus
 from cronhub.sql import DEFAULT_RETENTION, SqlStorage, mask_url
 from cronhub.sql_runs import FINISH_COLUMNS, slot_keys
 from cronhub.sql_schema import as_status, chunks, jobs, runs
-from cronhub_storage_sqlite.batches import DriverBatch, bound_values, insert_batch, result_values
+from cronhub_storage_sqlite.batches import (
+    DriverBatch,
+    JsonBatch,
+    bound_values,
+    insert_batch,
+    json_insert_batch,
+    result_values,
+)
 
 log = logging.getLogger("cronhub.storage.sqlite")
 
@@ -76,15 +83,35 @@ NETWORK_FILESYSTEMS = frozenset(
 
 _INSERT = sa.insert(runs)
 #: Claim batches inserted through the driver, by the row keys (always the same in practice).
-_INSERT_BATCHES: dict[tuple[str, ...], DriverBatch] = {}
+_INSERT_BATCHES: dict[tuple[tuple[str, ...], bool], DriverBatch] = {}
 #: The shared ``_FINISH_MANY`` update, as driver SQL (the keys are its bind parameters).
+_FINISH_KEYS = [*(f"b_{name}" for name in FINISH_COLUMNS), "b_started_at", "b_id", "b_instance"]
+_FINISH_TYPES = [
+    *(runs.c[n] for n in FINISH_COLUMNS),
+    runs.c.started_at,
+    runs.c.id,
+    runs.c.instance,
+]
 _FINISH_BATCH = DriverBatch(
     "UPDATE cronhub_runs SET "
     + ", ".join(f"{name} = ?" for name in FINISH_COLUMNS)
     + ", started_at = COALESCE(?, started_at)"
     " WHERE id = ? AND instance = ? AND status = 'running'",
-    [*(runs.c[name] for name in FINISH_COLUMNS), runs.c.started_at, runs.c.id, runs.c.instance],
-    [*(f"b_{name}" for name in FINISH_COLUMNS), "b_started_at", "b_id", "b_instance"],
+    _FINISH_TYPES,
+    _FINISH_KEYS,
+)
+#: :data:`_FINISH_BATCH` in one statement. The fence's ``+`` keeps the planner from reading
+#: every running row through the ``(status, id)`` index: each row is found by its id.
+_FINISH_JSON = JsonBatch(
+    "UPDATE cronhub_runs SET "
+    + ", ".join(f"{name} = {{{index}}}" for index, name in enumerate(FINISH_COLUMNS))
+    + f", started_at = COALESCE({{{len(FINISH_COLUMNS)}}}, started_at)"
+    f" FROM json_each(:rows) AS b WHERE cronhub_runs.id = {{{len(FINISH_COLUMNS) + 1}}}"
+    f" AND +cronhub_runs.instance = {{{len(FINISH_COLUMNS) + 2}}}"
+    " AND +cronhub_runs.status = 'running'",
+    _FINISH_TYPES,
+    _FINISH_KEYS,
+    element="b.value",
 )
 #: The ids of the rows holding the slot keys of a JSON array of ``[job, schedule_id,
 #: scheduled_for, attempt]``.
@@ -94,10 +121,18 @@ _EXISTING_KEYS = (
     " AND r.scheduled_for = k.value ->> 2 AND r.attempt = k.value ->> 3"
 )
 _INSERT_JOBS = insert_batch(jobs, ("job", "paused", "high_water"))
+_INSERT_JOBS_JSON = json_insert_batch(jobs, ("job", "paused", "high_water"))
 _RAISE_MARKS = DriverBatch(
     "UPDATE cronhub_jobs SET high_water = ? WHERE job = ?",
     [jobs.c.high_water, jobs.c.job],
     ["b_mark", "b_job"],
+)
+_RAISE_MARKS_JSON = JsonBatch(
+    "UPDATE cronhub_jobs SET high_water = {0} FROM json_each(:rows) AS b"
+    " WHERE cronhub_jobs.job = {1}",
+    [jobs.c.high_water, jobs.c.job],
+    ["b_mark", "b_job"],
+    element="b.value",
 )
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
 _LAST_ID = "SELECT max(id) FROM cronhub_runs"
@@ -110,30 +145,41 @@ _HAS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
 #: Names per JSON parameter where a call may pass many (start-up reads 100,000 jobs): SQLite
 #: parses the whole array into memory that the process keeps afterwards.
 _NAMES_PER_QUERY = 2000
+# The lookups below answer with their rows as one JSON array, in one row: the driver lets go
+# of the interpreter lock around each step of a statement, one per row read (see
+# :mod:`.batches`), and building a row object costs more than parsing its JSON.
 #: Each name of a JSON array and the id of its job's newest run (``NULL`` for none).
 _LAST_RUN_IDS = (
-    "SELECT n.value, (SELECT max(r.id) FROM cronhub_runs AS r WHERE r.job = n.value)"
+    "SELECT json_group_array(json_array(n.value,"
+    " (SELECT max(r.id) FROM cronhub_runs AS r WHERE r.job = n.value)))"
     " FROM json_each(?) AS n"
 )
 #: ``(job, paused, high_water)`` of the jobs named in a JSON array that have a state row.
 _JOB_ROWS = (
-    "SELECT s.job, s.paused, s.high_water FROM json_each(?) AS n"
+    "SELECT json_group_array(json_array(s.job, s.paused, s.high_water)) FROM json_each(?) AS n"
     " CROSS JOIN cronhub_jobs AS s ON s.job = n.value"
 )
 #: ``(job, status, count)`` of the queued and running runs of the jobs named in a JSON array:
 #: per name, a search of the ``(job, status, id)`` index.
 _ACTIVE_COUNTS = (
-    "SELECT r.job, r.status, count(*) FROM json_each(?) AS n"
+    "SELECT json_group_array(json_array(job, status, n)) FROM"
+    " (SELECT r.job AS job, r.status AS status, count(*) AS n FROM json_each(?) AS n"
     " CROSS JOIN cronhub_runs AS r ON r.job = n.value"
-    " WHERE r.status IN ('queued', 'running') GROUP BY r.job, r.status"
+    " WHERE r.status IN ('queued', 'running') GROUP BY r.job, r.status)"
 )
 #: Per run id of a JSON array, the status of its job's newest other run whose status is in a
 #: second JSON array: a backward scan of the ``(job, id)`` index, stopped at the first match.
 _PREVIOUS_OUTCOMES = (
-    "SELECT r.id, (SELECT p.status FROM cronhub_runs AS p WHERE p.job = r.job AND p.id != r.id"
-    " AND p.status IN (SELECT value FROM json_each(?)) ORDER BY p.id DESC LIMIT 1)"
+    "SELECT json_group_array(json_array(r.id, (SELECT p.status FROM cronhub_runs AS p"
+    " WHERE p.job = r.job AND p.id != r.id AND p.status IN (SELECT value FROM json_each(?))"
+    " ORDER BY p.id DESC LIMIT 1)))"
     " FROM json_each(?) AS n CROSS JOIN cronhub_runs AS r ON r.id = n.value"
 )
+
+
+def _json_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[list[Any]]:
+    """The rows of one of the statements above (each answers with a JSON array of rows)."""
+    return json.loads(conn.exec_driver_sql(sql, params).scalar_one())
 
 
 def _json_chunks(names: Sequence[str]) -> Iterator[str]:
@@ -414,9 +460,10 @@ class SqliteStorage(SqlStorage):
         before = conn.exec_driver_sql(_LAST_ID).scalar() or 0
         keys = tuple(rows[0])
         if all(tuple(row) == keys for row in rows):
-            batch = _INSERT_BATCHES.get(keys)
+            batch = _INSERT_BATCHES.get((keys, _HAS_JSON))
             if batch is None:
-                batch = _INSERT_BATCHES[keys] = insert_batch(runs, keys)
+                make = json_insert_batch if _HAS_JSON else insert_batch
+                batch = _INSERT_BATCHES[keys, _HAS_JSON] = make(runs, keys)
             batch.run(conn, rows)
         else:
             conn.execute(_INSERT, rows)
@@ -457,9 +504,7 @@ class SqliteStorage(SqlStorage):
         if not _HAS_JSON:
             return super()._job_rows(conn, names)
         rows = [
-            row
-            for chunk in _json_chunks(names)
-            for row in conn.exec_driver_sql(_JOB_ROWS, (chunk,))
+            row for chunk in _json_chunks(names) for row in _json_rows(conn, _JOB_ROWS, (chunk,))
         ]
         marks = result_values(conn, jobs.c.high_water, [mark for _, _, mark in rows])
         return {
@@ -475,7 +520,7 @@ class SqliteStorage(SqlStorage):
             yield from super()._active_count_rows(conn, names)
             return
         for chunk in _json_chunks(names):
-            yield from conn.exec_driver_sql(_ACTIVE_COUNTS, (chunk,))
+            yield from map(tuple, _json_rows(conn, _ACTIVE_COUNTS, (chunk,)))  # type: ignore[misc]
 
     def previous_outcomes(
         self, run_ids: Sequence[int], *, statuses: Iterable[RunStatus]
@@ -486,9 +531,7 @@ class SqliteStorage(SqlStorage):
             return super().previous_outcomes(run_ids, statuses=statuses)
         wanted = json.dumps([RunStatus(s).value for s in statuses])
         ids = json.dumps(list(dict.fromkeys(run_ids)))
-        rows = self._run(
-            lambda c: c.exec_driver_sql(_PREVIOUS_OUTCOMES, (wanted, ids)).all(), write=False
-        )
+        rows = self._run(lambda c: _json_rows(c, _PREVIOUS_OUTCOMES, (wanted, ids)), write=False)
         return {
             run_id: as_status(status) if status is not None else None for run_id, status in rows
         }
@@ -496,15 +539,15 @@ class SqliteStorage(SqlStorage):
     def _write_marks(
         self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
     ) -> None:
-        """Job rows and high-water marks with the driver's ``executemany`` (:mod:`.batches`)."""
+        """Job rows and high-water marks, a statement for each (:mod:`.batches`)."""
         if inserts:
-            _INSERT_JOBS.run(conn, inserts)
+            (_INSERT_JOBS_JSON if _HAS_JSON else _INSERT_JOBS).run(conn, inserts)
         if updates:
-            _RAISE_MARKS.run(conn, updates)
+            (_RAISE_MARKS_JSON if _HAS_JSON else _RAISE_MARKS).run(conn, updates)
 
     def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> int:
-        """A batch of outcomes in one ``executemany`` of the driver (see :mod:`.batches`)."""
-        return _FINISH_BATCH.run(conn, params)
+        """A batch of outcomes in one statement (see :mod:`.batches`)."""
+        return (_FINISH_JSON if _HAS_JSON else _FINISH_BATCH).run(conn, params)
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
         """One query per chunk of names: ``max(id)`` per name, each an index lookup on
@@ -513,7 +556,7 @@ class SqliteStorage(SqlStorage):
             return super()._last_run_ids(conn, names)
         found: dict[str, int] = {}
         for chunk in _json_chunks(names):
-            for name, run_id in conn.exec_driver_sql(_LAST_RUN_IDS, (chunk,)):
+            for name, run_id in _json_rows(conn, _LAST_RUN_IDS, (chunk,)):
                 if run_id is not None:
                     found[name] = run_id
         return found
