@@ -52,14 +52,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            # A naive datetime is ambiguous (local time? UTC?); refuse it rather than guess.
-            raise ValueError(f"naive datetime {value.isoformat()}: storage needs aware datetimes")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # most values are UTC already (the engine's clock)
+            if value.tzinfo is None or value.utcoffset() is None:
+                # A naive datetime is ambiguous (local time? UTC?); refuse it, not guess.
+                raise ValueError(
+                    f"naive datetime {value.isoformat()}: storage needs aware datetimes"
+                )
+            value = value.astimezone(UTC)
         if dialect.name == "postgresql":
             return value
-        # isoformat always zero-pads the year and, with timespec, the fraction: fixed width.
-        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        # isoformat always zero-pads the year and, with timespec, the fraction: fixed width,
+        # 26 characters before the offset (+00:00), which is left out.
+        return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

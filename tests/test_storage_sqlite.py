@@ -11,8 +11,9 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -306,6 +307,39 @@ def test_values_to_run_keeps_every_field():
             assert getattr(run, name) == value, name
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        T0,
+        datetime(2031, 3, 14, 12, 0, 0, 7, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(2031, 3, 14, 13, 30, tzinfo=timezone(timedelta(hours=1, minutes=30))),
+        datetime(2031, 3, 14, 12, 0, tzinfo=timezone(timedelta(0))),
+        datetime(2031, 10, 26, 1, 30, fold=1, tzinfo=ZoneInfo("Europe/London")),
+    ],
+    ids=["utc", "microseconds", "year-1", "offset", "other-utc", "dst-fold"],
+)
+def test_times_are_stored_as_fixed_width_utc_text(value):
+    from cronhub.sql_schema import UTCDateTime
+
+    dialect = sa.create_engine("sqlite://").dialect
+    text = UTCDateTime().process_bind_param(value, dialect)
+    expected = value.astimezone(UTC).replace(tzinfo=None)
+    assert text == expected.isoformat(sep=" ", timespec="microseconds")
+    assert len(text) == 26
+    # Compared as instants: Python never finds a time in a repeated hour (fold) equal to
+    # one in another zone.
+    assert UTCDateTime().process_result_value(text, dialect).timestamp() == value.timestamp()
+
+
+def test_a_naive_time_is_refused_by_name():
+    from cronhub.sql_schema import UTCDateTime
+
+    dialect = sa.create_engine("sqlite://").dialect
+    with pytest.raises(ValueError, match="naive datetime 2031-03-14T12:00:00"):
+        UTCDateTime().process_bind_param(datetime(2031, 3, 14, 12), dialect)
+
+
 # -- batches in one statement ------------------------------------------------------------------
 
 AWKWARD_TEXTS = ["it's", 'quo"te', "ünï 🎉", "back\\slash", "line\nbreak", "", "[1, 2]", "null"]
@@ -450,7 +484,7 @@ def test_json_batch_updates_find_each_row_by_its_key(storage, db, form):
 WORKER = textwrap.dedent(
     """
     import json, random, sys, time
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime, timedelta, timezone
     from cronhub_storage_sqlite import SqliteStorage
     from cronhub.runs import ClaimOutcome, ClaimRequest, Overlap
 
