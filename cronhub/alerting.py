@@ -49,6 +49,8 @@ class Streak:
 
 #: The streak of a job whose last outcome succeeded (or that has none).
 _NOT_FAILING = Streak()
+# The members compared with for every run's outcome (module-level: see cronhub.runs).
+_SUCCEEDED, _CRASHED, _TIMED_OUT = RunStatus.SUCCEEDED, RunStatus.CRASHED, RunStatus.TIMED_OUT
 
 
 def streak_of(storage: Storage, job: str, run_id: int) -> Streak:
@@ -96,7 +98,7 @@ def streaks_of(storage: Storage, pairs: Sequence[tuple[str, int]]) -> dict[int, 
             if newest is not None or len(runs) < RECENT_WINDOW:
                 previous[run_id] = newest.status if newest is not None else None
     for job, run_id in pairs:
-        if run_id in previous and previous[run_id] in (None, RunStatus.SUCCEEDED):
+        if run_id in previous and previous[run_id] in (None, _SUCCEEDED):
             found[run_id] = _NOT_FAILING
         else:
             found[run_id] = streak_of(storage, job, run_id)
@@ -140,9 +142,9 @@ class AlertRouter:
         streak = streak or _NOT_FAILING
         raised: list[tuple[str, str]] = []  # (kind, message)
         if status.failure:
-            if status is RunStatus.CRASHED:
+            if status is _CRASHED:
                 raised.append(("crash", "the run crashed"))
-            elif status is RunStatus.TIMED_OUT:
+            elif status is _TIMED_OUT:
                 raised.append(("timeout", "the run timed out"))
             elif not streak.failing:
                 raised.append(("failure", "the job started failing"))
@@ -151,7 +153,7 @@ class AlertRouter:
             if dead_letter and job.retries > 0 and not streak.dead_letter:
                 message = f"all {job.retries + 1} attempts failed: the run is a dead letter"
                 raised.append(("dead_letter", message))
-        elif status is RunStatus.SUCCEEDED and streak.failing:
+        elif status is _SUCCEEDED and streak.failing:
             raised.append(("recovery", "the job succeeded again"))
         raised = [(kind, message) for kind, message in raised if kind in job.alerts]
         if not raised:  # most runs: nothing to build

@@ -51,6 +51,9 @@ T = TypeVar("T")
 
 #: Most slots claimed in one storage transaction.
 CLAIM_BATCH = 500
+# The members compared with for every due slot (module-level: see cronhub.runs).
+_ALLOW, _SCHEDULE = Overlap.ALLOW, Trigger.SCHEDULE
+_CLAIMED, _RECORDED = ClaimOutcome.CLAIMED, ClaimOutcome.RECORDED
 #: Seconds :meth:`Engine.stop` waits for the loop to finish the step it is in.
 STOP_TIMEOUT = 10.0
 #: Slots of ``run_on_startup`` use this schedule id, so they never collide with a cron slot.
@@ -433,7 +436,7 @@ class Engine:
             else:
                 job = self.jobs[key]
             if due_at > now:
-                if job.overlap is not Overlap.ALLOW:
+                if job.overlap is not _ALLOW:
                     busy = self.runs.active_jobs() if busy is None else busy
                     if job.name in busy:
                         # Whether it runs depends on that run ending before the slot: the
@@ -470,7 +473,7 @@ class Engine:
                     ClaimRequest(
                         job=job.name,
                         scheduled_for=slot,
-                        trigger=Trigger.SCHEDULE,
+                        trigger=_SCHEDULE,
                         overlap=job.overlap,
                         schedule_id=schedule_id,
                         params=params,
@@ -567,7 +570,7 @@ class Engine:
             offset = getattr(self.hub.storage, "clock_offset", None)
             fast = -offset if isinstance(offset, int | float) and offset < 0 else 0.0
             for result in results:
-                if result.outcome is ClaimOutcome.CLAIMED and result.run is not None:
+                if result.outcome is _CLAIMED and result.run is not None:
                     run = result.run
                     when = starts and starts.get((run.job, run.schedule_id, run.scheduled_for))
                     if when and fast:
@@ -577,7 +580,7 @@ class Engine:
                     else:
                         launching.append(run)
                     claimed = True
-                elif result.outcome is ClaimOutcome.RECORDED and result.run is not None:
+                elif result.outcome is _RECORDED and result.run is not None:
                     if result.run.status is RunStatus.QUEUED:
                         self._schedule_housekeeping(self.clock.now())
                     await self.runs.recorded(result.run)
@@ -594,7 +597,7 @@ class Engine:
             missed = [
                 r.run
                 for r in results
-                if r.outcome is ClaimOutcome.RECORDED and r.run and r.run.status is RunStatus.MISSED
+                if r.outcome is _RECORDED and r.run and r.run.status is RunStatus.MISSED
             ]
             if missed:
                 await self._alert_missed(missed)

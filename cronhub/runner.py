@@ -34,6 +34,8 @@ log = logging.getLogger("cronhub.runs")
 #: Why a run was cancelled; a run cancelled because its lease was lost writes nothing.
 LEASE_LOST = "lease lost"
 SHUTDOWN = "shutdown"
+# Compared with for every run's outcome (module-level: see cronhub.runs).
+_CANCELLED = RunStatus.CANCELLED
 
 
 @dataclass(slots=True)
@@ -483,7 +485,7 @@ class RunManager:
                 retry_at = now + timedelta(seconds=job.retry_delay_for(run.attempt))
             else:
                 dead_letter = True
-        elif status is RunStatus.CANCELLED and entry.cancel_reason == SHUTDOWN and retries_left:
+        elif status is _CANCELLED and entry.cancel_reason == SHUTDOWN and retries_left:
             retry_at = now
         completion = Completion(
             status=status,

@@ -91,7 +91,7 @@ def _finish_params(
         "b_id": run_id,
         "b_started_at": None if started_at is None else utc(started_at),
         "b_instance": instance,
-        "b_status": completion.status.value,
+        "b_status": str(completion.status),  # the value (faster than .value)
         "b_finished_at": completion.finished_at.astimezone(UTC),
         "b_duration_ms": duration,
         "b_lease_expires_at": None,
@@ -103,6 +103,13 @@ def _finish_params(
     }
 
 
+# The members compared with for every claimed run (module-level: see cronhub.runs).
+_RUNNING, _QUEUED, _SKIPPED = RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.SKIPPED
+_ALLOW, _REPLACE, _QUEUE = Overlap.ALLOW, Overlap.REPLACE, Overlap.QUEUE
+_CLAIMED, _RECORDED = ClaimOutcome.CLAIMED, ClaimOutcome.RECORDED
+_OWN_SCHEDULE = (Trigger.SCHEDULE, Trigger.CATCH_UP)
+
+
 def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus:
     """The status a claimed row gets, given the job's ``running`` and ``queued`` run counts.
 
@@ -110,19 +117,19 @@ def decide_status(request: ClaimRequest, running: int, queued: int) -> RunStatus
     make a new slot skip. ``queue`` lets at most one run wait; a further one is skipped.
     """
     status = as_status(request.status)
-    if status is not RunStatus.RUNNING:
-        if status not in (RunStatus.QUEUED, RunStatus.SKIPPED, RunStatus.MISSED):
+    if status is not _RUNNING:
+        if status not in (_QUEUED, _SKIPPED, RunStatus.MISSED):
             raise ValueError(
                 f"job {request.job!r}: a claim can insert running, queued, skipped or missed "
                 f"rows, not {status.value}"
             )
         return status
     overlap = as_overlap(request.overlap)
-    if running == 0 or overlap in (Overlap.ALLOW, Overlap.REPLACE):
-        return RunStatus.RUNNING
-    if overlap is Overlap.QUEUE and queued == 0:
-        return RunStatus.QUEUED
-    return RunStatus.SKIPPED
+    if running == 0 or overlap is _ALLOW or overlap is _REPLACE:
+        return _RUNNING
+    if overlap is _QUEUE and queued == 0:
+        return _QUEUED
+    return _SKIPPED
 
 
 #: The statuses a claim may ask for (see :func:`decide_status`).
@@ -218,7 +225,7 @@ def high_water_marks(requests: Iterable[ClaimRequest]) -> dict[str, datetime]:
     for request in requests:
         if request.scheduled_for is None or request.schedule_id != "":
             continue
-        if as_trigger(request.trigger) not in (Trigger.SCHEDULE, Trigger.CATCH_UP):
+        if as_trigger(request.trigger) not in _OWN_SCHEDULE:
             continue
         slot = request.scheduled_for.astimezone(UTC)
         if request.job not in marks or slot > marks[request.job]:
@@ -307,7 +314,7 @@ class SqlRuns:
         # it committed is not claimed (answered PAUSED, like a paused job's).
         schedule_rows = self._schedule_rows(conn, requests)
         stopped = {i for i, r in enumerate(requests) if schedule_stopped(r, schedule_rows)}
-        replacing = {r.job for r in requests if r.overlap == Overlap.REPLACE}
+        replacing = {r.job for r in requests if r.overlap == _REPLACE}
         running, queued = self._active_counts(conn, names, replacing)
         live = [
             r
@@ -331,12 +338,12 @@ class SqlRuns:
                 repeats[index] = first_of_key[key]
             else:
                 status = decide_status(request, len(running[request.job]), queued[request.job])
-                if status is RunStatus.RUNNING:
-                    if request.overlap == Overlap.REPLACE:
+                if status is _RUNNING:
+                    if request.overlap == _REPLACE:
                         replaces[index] = running[request.job]
                         running[request.job] = []
                     running[request.job] = [*running[request.job], -index - 1]
-                elif status is RunStatus.QUEUED:
+                elif status is _QUEUED:
                     queued[request.job] += 1
                 if key is not None:
                     first_of_key[key] = index
@@ -349,8 +356,7 @@ class SqlRuns:
                 results[index] = ClaimResult(request, ClaimOutcome.TAKEN)
                 continue
             run = values_to_run(run_id, values)
-            claimed = run.status is RunStatus.RUNNING
-            outcome = ClaimOutcome.CLAIMED if claimed else ClaimOutcome.RECORDED
+            outcome = _CLAIMED if run.status is _RUNNING else _RECORDED
             results[index] = ClaimResult(request, outcome, run)
             if replaces.get(index):
                 # Negative entries stand for rows of this batch: -(their index) - 1.

@@ -38,6 +38,10 @@ T = TypeVar("T")
 SCHEMA_VERSION = 4
 
 
+#: How SQLite stores a time (UTC): sortable, fixed-width text.
+_STORED_TIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as UTC (``timestamptz``, or sortable ISO text on SQLite)."""
 
@@ -61,9 +65,17 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = value.astimezone(UTC)
         if dialect.name == "postgresql":
             return value
-        # isoformat always zero-pads the year and, with timespec, the fraction: fixed width,
-        # 26 characters before the offset (+00:00), which is left out.
-        return value.isoformat(sep=" ", timespec="microseconds")[:26]
+        # Fixed width, as isoformat(sep=" ", timespec="microseconds") of the naive time writes
+        # it (a test checks they agree), in a third of the time.
+        return _STORED_TIME % (
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+        )
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -363,21 +375,26 @@ def as_overlap(value: str) -> Overlap:
     return _OVERLAPS.get(value) or Overlap(value)
 
 
+# The members compared with for every claimed run (module-level: see cronhub.runs).
+_RUNNING, _QUEUED = RunStatus.RUNNING, RunStatus.QUEUED
+
+
 def claim_values(
     request: ClaimRequest, status: RunStatus, instance: str, now: datetime, lease: datetime
 ) -> dict[str, Any]:
     """The ``cronhub_runs`` row a claim inserts for ``request`` with ``status``."""
-    running = status is RunStatus.RUNNING
+    running = status is _RUNNING
+    queued = status is _QUEUED
     return {
         "job": request.job,
         "schedule_id": request.schedule_id,
         "scheduled_for": utc(request.scheduled_for),
         "attempt": request.attempt,
-        "trigger": as_trigger(request.trigger).value,
-        "status": status.value,
-        "instance": None if status is RunStatus.QUEUED else instance,
+        "trigger": str(as_trigger(request.trigger)),  # the value (faster than .value)
+        "status": str(status),
+        "instance": None if queued else instance,
         "created_at": now,
-        "not_before": utc(request.not_before) if status is RunStatus.QUEUED else None,
+        "not_before": utc(request.not_before) if queued else None,
         "started_at": now if running else None,
         "finished_at": now if status.terminal else None,
         "duration_ms": None,

@@ -406,6 +406,33 @@ def test_a_json_batch_stores_what_executemany_stores(tmp_path, varying, count):
     assert len(stored[0]) == len(rows)
 
 
+def test_batch_values_are_converted_once_per_object_in_order():
+    from cronhub_storage_sqlite.batches import _converted
+
+    calls = []
+
+    def process(value):
+        calls.append(value)
+        return f"<{value}>"
+
+    shared, other = {"a": 1}, {"b": 2}
+    cases = [
+        ([None, None], [], [None, None]),
+        ([shared, shared, shared], [shared], ["<{'a': 1}>"] * 3),
+        (
+            [shared, None, other, shared],
+            [shared, other],
+            ["<{'a': 1}>", None, "<{'b': 2}>", "<{'a': 1}>"],
+        ),
+        ([1, 2, 3], [1, 2, 3], ["<1>", "<2>", "<3>"]),
+        ([], [], []),
+    ]
+    for values, processed, expected in cases:
+        calls.clear()
+        assert _converted(values, process) == expected
+        assert calls == processed
+
+
 def test_a_json_batch_binds_what_does_not_vary_once():
     from cronhub_storage_sqlite.batches import json_insert_batch
 

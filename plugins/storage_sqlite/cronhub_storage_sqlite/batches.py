@@ -20,14 +20,12 @@ Two forms:
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-
-#: Stands for ``{}`` in the memo of converted values (a dict cannot be a key).
-_NO_PARAMETERS = ("{}",)
 
 
 class DriverBatch:
@@ -44,6 +42,7 @@ class DriverBatch:
         self.sql = sql
         self.columns = tuple(columns)
         self.keys = tuple(keys)
+        self._get = operator.itemgetter(*self.keys)
         self._processors: tuple[Callable[[Any], Any] | None, ...] | None = None
 
     def _columns(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -54,11 +53,14 @@ class DriverBatch:
         """
         if self._processors is None:
             self._processors = tuple(c.type.bind_processor(conn.dialect) for c in self.columns)
-        columns = []
-        for key, process in zip(self.keys, self._processors, strict=True):
-            values = [row[key] for row in rows]
-            columns.append(values if process is None else _converted(values, process))
-        return columns
+        if len(self.keys) == 1:
+            read = [[row[self.keys[0]] for row in rows]]
+        else:  # the rows' values by key, then transposed: both in C
+            read = [list(values) for values in zip(*map(self._get, rows), strict=True)]
+        return [
+            values if process is None else _converted(values, process)
+            for values, process in zip(read, self._processors, strict=True)
+        ]
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Execute the statement once per row, in one ``executemany``; rows it changed."""
@@ -97,6 +99,7 @@ class JsonBatch(DriverBatch):
         self.sql = template
         self.columns = tuple(columns)
         self.keys = tuple(keys)
+        self._get = operator.itemgetter(*self.keys)
         self.element = element
         self._processors = None
         self._texts: dict[tuple[bool, ...], str] = {}
@@ -164,25 +167,20 @@ def result_values(conn: Connection, column: sa.Column[Any], values: list[Any]) -
 
 
 def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
-    """``values`` through ``process`` (``None`` stays ``None``), each distinct value once."""
-    try:
-        distinct = dict.fromkeys(values)
-    except TypeError:  # parameters (dicts): unhashable, and mostly empty
-        memo: dict[Any, Any] = {}
-        out = []
-        for value in values:
-            if value is None:
-                out.append(None)
-            elif type(value) is dict and not value:
-                if _NO_PARAMETERS not in memo:
-                    memo[_NO_PARAMETERS] = process(value)
-                out.append(memo[_NO_PARAMETERS])
-            else:
-                out.append(process(value))
-        return out
-    for value in distinct:
-        distinct[value] = None if value is None else process(value)
-    return [distinct[value] for value in values]
+    """``values`` through ``process`` (``None`` stays ``None``), each value object once.
+
+    Told apart by identity, not equality: hashing a value can cost more than converting it
+    (an aware time's hash computes its UTC offset), and a value shared across a batch (``now``,
+    a slot) is one object.
+    """
+    if values and values.count(values[0]) == len(values):  # one value: most columns
+        value = values[0]
+        return [None if value is None else process(value)] * len(values)
+    objects = dict(zip(map(id, values), values, strict=True))
+    if len(objects) == len(values):  # all distinct (finish times)
+        return [None if value is None else process(value) for value in values]
+    converted = {key: None if value is None else process(value) for key, value in objects.items()}
+    return [converted[key] for key in map(id, values)]
 
 
 def insert_batch(table: sa.Table, names: Sequence[str]) -> DriverBatch:
