@@ -9,7 +9,7 @@ the state change (the outbox) and :mod:`cronhub.outbox` delivers them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -125,7 +125,7 @@ class AlertRouter:
         job: Job,
         run: Run,
         status: RunStatus,
-        now: datetime,
+        now: Callable[[], datetime],
         *,
         streak: Streak | None = None,
         error: str | None = None,
@@ -134,11 +134,14 @@ class AlertRouter:
     ) -> list[Alert]:
         """Alerts raised by ``run`` of ``job`` ending with ``status``.
 
+        :param now: Reads the time the alerts are raised at (only when there are some).
         :param streak: The job's state before this run ended (:func:`streak_of`); ``None``
             when it could not be read, which is treated as "not failing" (an extra alert
             rather than a lost one).
         :param dead_letter: This run failed its last attempt.
         """
+        if status is _SUCCEEDED and (streak is None or not streak.failing):
+            return []  # most runs: a success after a success (or a first run)
         streak = streak or _NOT_FAILING
         raised: list[tuple[str, str]] = []  # (kind, message)
         if status.failure:
@@ -158,7 +161,7 @@ class AlertRouter:
         raised = [(kind, message) for kind, message in raised if kind in job.alerts]
         if not raised:  # most runs: nothing to build
             return []
-        base = {**_base(job, run, status, now), "error": error, "duration_ms": duration_ms}
+        base = {**_base(job, run, status, now()), "error": error, "duration_ms": duration_ms}
         return [Alert(kind=kind, message=message, **base) for kind, message in raised]
 
     def missed(self, job: Job, run: Run, now: datetime) -> list[Alert]:

@@ -624,7 +624,7 @@ class Engine:
             job,
             run,
             status,
-            self.clock.now(),
+            self.clock.now,
             streak=streak,
             error=error,
             duration_ms=duration_ms,
