@@ -48,8 +48,8 @@ class DriverBatch:
     def _columns(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """Each column's values as the driver takes them, column by column.
 
-        Each column's values are read in one pass and each distinct value is converted once
-        (most columns of a batch hold one or two distinct values).
+        Each column's values are read in one pass and each value object is converted once
+        (most columns of a batch hold one or two, see :func:`_converted`).
         """
         if self._processors is None:
             self._processors = tuple(c.type.bind_processor(conn.dialect) for c in self.columns)
