@@ -433,7 +433,7 @@ def test_batch_values_are_converted_once_per_object_in_order():
         assert calls == processed
 
 
-def test_a_json_batch_binds_what_does_not_vary_once():
+def test_a_json_batch_binds_what_does_not_vary_once(storage):
     from cronhub_storage_sqlite.batches import json_insert_batch
 
     from cronhub.sql_schema import jobs
@@ -447,6 +447,31 @@ def test_a_json_batch_binds_what_does_not_vary_once():
         "INSERT INTO cronhub_jobs (job, paused, high_water)"
         " SELECT value ->> 0, :c1, value ->> 1 FROM json_each(:rows) ORDER BY key"
     )
+    # Run for real: what reaches SQLite is that statement, the shared values bound once.
+    executed = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        executed.append((statement, parameters))
+
+    rows = [{"job": name, "paused": False, "high_water": T0} for name in ("a", "b", "c")]
+    sa.event.listen(storage._engine, "before_cursor_execute", record)
+    try:
+        with storage._engine.begin() as conn:
+            executed.clear()
+            assert batch.run(conn, rows) == 3
+    finally:
+        sa.event.remove(storage._engine, "before_cursor_execute", record)
+    assert executed == [
+        (
+            batch.statement((True, False, False)),
+            {"c1": 0, "c2": "2031-03-14 12:00:00.000000", "rows": '["a","b","c"]'},
+        )
+    ]
+    assert {name: state.high_water for name, state in storage.job_states().items()} == {
+        "a": T0,
+        "b": T0,
+        "c": T0,
+    }
 
 
 def test_a_json_batch_of_outcomes_ends_only_fenced_runs(tmp_path):

@@ -37,13 +37,19 @@ class DriverBatch:
     """
 
     def __init__(self, sql: str, columns: Sequence[sa.Column[Any]], keys: Sequence[str]) -> None:
-        if len(columns) != len(keys) or sql.count("?") != len(keys):
-            raise ValueError("one column and one key per placeholder")
+        if len(columns) != len(keys):
+            raise ValueError(f"batch {sql!r}: {len(columns)} columns for {len(keys)} keys")
+        self._check(sql, len(keys))
         self.sql = sql
         self.columns = tuple(columns)
         self.keys = tuple(keys)
         self._get = operator.itemgetter(*self.keys)
         self._processors: tuple[Callable[[Any], Any] | None, ...] | None = None
+
+    @staticmethod
+    def _check(sql: str, count: int) -> None:
+        if sql.count("?") != count:
+            raise ValueError(f"batch {sql!r}: {sql.count('?')} placeholders for {count} keys")
 
     def _columns(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """Each column's values as the driver takes them, column by column.
@@ -94,15 +100,14 @@ class JsonBatch(DriverBatch):
         *,
         element: str = "value",
     ) -> None:
-        if len(columns) != len(keys) or "json_each(:rows)" not in template:
-            raise ValueError("one column per key, and json_each(:rows) as the source of rows")
-        self.sql = template
-        self.columns = tuple(columns)
-        self.keys = tuple(keys)
-        self._get = operator.itemgetter(*self.keys)
+        super().__init__(template, columns, keys)
         self.element = element
-        self._processors = None
         self._texts: dict[tuple[bool, ...], str] = {}
+
+    @staticmethod
+    def _check(sql: str, count: int) -> None:
+        if "json_each(:rows)" not in sql:
+            raise ValueError(f"batch {sql!r}: no json_each(:rows) to read the rows from")
 
     def statement(self, varying: tuple[bool, ...]) -> str:
         """The statement's text where the columns flagged in ``varying`` come from the JSON

@@ -22,7 +22,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,9 +81,26 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )
 
+
+class _Batch:
+    """A batch statement in both forms: one statement taking the batch as JSON where this
+    SQLite has its JSON functions (:data:`_HAS_JSON`), else ``executemany``."""
+
+    def __init__(self, driver: DriverBatch, json_form: JsonBatch) -> None:
+        self.driver, self.json_form = driver, json_form
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        return (self.json_form if _HAS_JSON else self.driver).run(conn, rows)
+
+    @classmethod
+    def insert(cls, table: sa.Table, names: Sequence[str]) -> _Batch:
+        """``INSERT INTO table (names...)`` of a batch of rows keyed by ``names``."""
+        return cls(insert_batch(table, names), json_insert_batch(table, names))
+
+
 _INSERT = sa.insert(runs)
 #: Claim batches inserted through the driver, by the row keys (always the same in practice).
-_INSERT_BATCHES: dict[tuple[tuple[str, ...], bool], DriverBatch] = {}
+_INSERT_BATCHES: dict[tuple[str, ...], _Batch] = {}
 #: The shared ``_FINISH_MANY`` update, as driver SQL (the keys are its bind parameters).
 _FINISH_KEYS = [*(f"b_{name}" for name in FINISH_COLUMNS), "b_started_at", "b_id", "b_instance"]
 _FINISH_TYPES = [
@@ -120,19 +137,19 @@ _EXISTING_KEYS = (
     " ON r.job = k.value ->> 0 AND r.schedule_id = k.value ->> 1"
     " AND r.scheduled_for = k.value ->> 2 AND r.attempt = k.value ->> 3"
 )
-_INSERT_JOBS = insert_batch(jobs, ("job", "paused", "high_water"))
-_INSERT_JOBS_JSON = json_insert_batch(jobs, ("job", "paused", "high_water"))
-_RAISE_MARKS = DriverBatch(
-    "UPDATE cronhub_jobs SET high_water = ? WHERE job = ?",
-    [jobs.c.high_water, jobs.c.job],
-    ["b_mark", "b_job"],
-)
+_FINISH = _Batch(_FINISH_BATCH, _FINISH_JSON)
+_INSERT_JOBS = _Batch.insert(jobs, ("job", "paused", "high_water"))
+_MARK_TYPES, _MARK_KEYS = [jobs.c.high_water, jobs.c.job], ["b_mark", "b_job"]
 _RAISE_MARKS_JSON = JsonBatch(
     "UPDATE cronhub_jobs SET high_water = {0} FROM json_each(:rows) AS b"
     " WHERE cronhub_jobs.job = {1}",
-    [jobs.c.high_water, jobs.c.job],
-    ["b_mark", "b_job"],
+    _MARK_TYPES,
+    _MARK_KEYS,
     element="b.value",
+)
+_RAISE_MARKS = _Batch(
+    DriverBatch("UPDATE cronhub_jobs SET high_water = ? WHERE job = ?", _MARK_TYPES, _MARK_KEYS),
+    _RAISE_MARKS_JSON,
 )
 _INSERT_RETURNING = sa.insert(runs).returning(runs.c.id)
 _LAST_ID = "SELECT max(id) FROM cronhub_runs"
@@ -460,10 +477,9 @@ class SqliteStorage(SqlStorage):
         before = conn.exec_driver_sql(_LAST_ID).scalar() or 0
         keys = tuple(rows[0])
         if all(tuple(row) == keys for row in rows):
-            batch = _INSERT_BATCHES.get((keys, _HAS_JSON))
+            batch = _INSERT_BATCHES.get(keys)
             if batch is None:
-                make = json_insert_batch if _HAS_JSON else insert_batch
-                batch = _INSERT_BATCHES[keys, _HAS_JSON] = make(runs, keys)
+                batch = _INSERT_BATCHES[keys] = _Batch.insert(runs, keys)
             batch.run(conn, rows)
         else:
             conn.execute(_INSERT, rows)
@@ -541,13 +557,13 @@ class SqliteStorage(SqlStorage):
     ) -> None:
         """Job rows and high-water marks, a statement for each (:mod:`.batches`)."""
         if inserts:
-            (_INSERT_JOBS_JSON if _HAS_JSON else _INSERT_JOBS).run(conn, inserts)
+            _INSERT_JOBS.run(conn, inserts)
         if updates:
-            (_RAISE_MARKS_JSON if _HAS_JSON else _RAISE_MARKS).run(conn, updates)
+            _RAISE_MARKS.run(conn, updates)
 
     def _update_finished(self, conn: Connection, params: list[dict[str, Any]]) -> int:
         """A batch of outcomes in one statement (see :mod:`.batches`)."""
-        return (_FINISH_JSON if _HAS_JSON else _FINISH_BATCH).run(conn, params)
+        return _FINISH.run(conn, params)
 
     def _last_run_ids(self, conn: Connection, names: Sequence[str]) -> dict[str, int]:
         """One query per chunk of names: ``max(id)`` per name, each an index lookup on
